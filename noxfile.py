@@ -1,0 +1,131 @@
+"""nox sessions for dlnotes.
+
+    nox -s check          smoke-run every script on each device present (cpu here)
+    nox -s "check(cuda)"  ... on one device
+    nox -s tests          the test suite (pytest)
+    nox -s sync           generate / update the paired notebooks (jupytext)
+    nox -s lint           ruff
+    nox -s "dev(cpu)"     a .venv in the repository for VS Code / Jupyter
+
+Environments are kept between runs and reinstalled only when pyproject.toml,
+the device or the torch spec change, so a second run starts in seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+import nox
+
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["check"]
+
+ROOT = Path(__file__).resolve().parent
+DEVICES = ["cpu", "cuda", "mps"]
+# One exact version: pip takes the local CPU wheel where one is provided, and any
+# looser spec on Linux pulls a multi-GB CUDA build from PyPI.
+TORCH = os.environ.get("DLNOTES_TORCH", "torch==2.13.0")
+SCRIPT_FOLDERS = ["math_notes", "grus", "raschka"]
+
+
+def _absent(device: str) -> str | None:
+    """Why `device` cannot be used on this machine (None if it may be)."""
+    if device == "cuda" and shutil.which("nvidia-smi") is None:
+        return "no NVIDIA driver on this machine (nvidia-smi not found)"
+    if device == "mps" and not (sys.platform == "darwin" and platform.machine() == "arm64"):
+        return "mps needs an Apple-silicon Mac"
+    return None
+
+
+def _torch_args() -> list[str]:
+    """pip arguments for torch; DLNOTES_TORCH_INDEX=cpu (cu126, ...) opts into PyTorch's index."""
+    index = os.environ.get("DLNOTES_TORCH_INDEX", "").strip()
+    if not index:
+        return [TORCH]
+    return [
+        TORCH,
+        "--index-url",
+        f"https://download.pytorch.org/whl/{index}",
+        "--extra-index-url",
+        "https://pypi.org/simple",
+    ]
+
+
+def _install(session: nox.Session, extras: str = "") -> None:
+    """Install torch then the project (editable), unless the environment is current."""
+    spec = " ".join([*_torch_args(), extras, (ROOT / "pyproject.toml").read_text()])
+    digest = hashlib.sha256(spec.encode()).hexdigest()
+    marker = Path(session.virtualenv.location) / ".dlnotes-installed"
+    if marker.is_file() and marker.read_text() == digest:
+        session.log("environment is up to date")
+        return
+    session.install(*_torch_args())
+    session.install("-e", f".[{extras}]" if extras else ".")
+    marker.write_text(digest)
+
+
+@nox.session
+@nox.parametrize("device", DEVICES, ids=DEVICES)
+def check(session: nox.Session, device: str) -> None:
+    """Smoke-run every chapter script on `device`, one process per script."""
+    reason = _absent(device)
+    if reason:
+        session.skip(f"{device}: {reason}")
+    _install(session)
+    session.run("python", "-m", "dlnotes.check", "--device", device, *session.posargs)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (pytest arguments pass through: nox -s tests -- -k bpe)."""
+    _install(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def sync(session: nox.Session) -> None:
+    """Create or update notebooks/<folder>/*.ipynb from the percent scripts (and back)."""
+    session.install("jupytext>=1.18")
+    scripts = [str(p) for folder in SCRIPT_FOLDERS for p in sorted((ROOT / folder).glob("*.py"))]
+    session.run("jupytext", "--sync", *scripts)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint and formatting."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(venv_backend="none")
+@nox.parametrize("device", DEVICES, ids=DEVICES)
+def dev(session: nox.Session, device: str) -> None:
+    """Make ./.venv (editable project, test and dev extras) and a Jupyter kernel 'dlnotes'."""
+    reason = _absent(device)
+    if reason:
+        session.skip(f"{device}: {reason}")
+    venv = ROOT / ".venv"
+    session.run(sys.executable, "-m", "venv", str(venv), external=True)
+    bindir = venv / ("Scripts" if sys.platform == "win32" else "bin")
+    python = str(bindir / "python")
+    session.run(python, "-m", "pip", "install", *_torch_args(), external=True)
+    session.run(python, "-m", "pip", "install", "-e", ".[test,dev]", external=True)
+    session.run(
+        python,
+        "-m",
+        "ipykernel",
+        "install",
+        "--user",
+        "--name",
+        "dlnotes",
+        "--display-name",
+        f"dlnotes ({device})",
+        external=True,
+    )
+    session.log(f"select {python} as the VS Code interpreter, or the 'dlnotes' Jupyter kernel")
