@@ -38,7 +38,7 @@ def _absent(device: str) -> str | None:
     if device == "cuda" and shutil.which("nvidia-smi") is None:
         return "no NVIDIA driver on this machine (nvidia-smi not found)"
     if device == "mps" and not (sys.platform == "darwin" and platform.machine() == "arm64"):
-        return "mps needs an Apple-silicon Mac"
+        return "needs an Apple-silicon Mac"
     return None
 
 
