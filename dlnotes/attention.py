@@ -1,14 +1,17 @@
 """Causal multi-head self-attention, as used by GPT-2, with an optional KV cache.
 
 Follows Raschka, *Build a Large Language Model (From Scratch)*, ch03 (the final
-``MultiHeadAttention``), with one projection for queries, keys and values
-(``qkv``), as GPT-2's ``c_attn`` and `torch.nn.MultiheadAttention`'s
-``in_proj_weight`` do, so converting either checkpoint is a copy.
+``MultiHeadAttention``; https://github.com/rasbt/LLMs-from-scratch/tree/main/ch03),
+with one projection for queries, keys and values (``qkv``), as GPT-2's ``c_attn``
+and `torch.nn.MultiheadAttention`'s ``in_proj_weight`` do, so converting either
+checkpoint is a copy. The rows of ``qkv.weight`` are the query, key and value
+projections in that order.
 
 Symbols used in shape comments: B batch, T new positions, S positions attended to
 (cached + new), H heads, hs head size (d_out / H), D = d_out.
 
-Leaves out: cross-attention, padding masks, rotary or relative positions.
+Leaves out: cross-attention, padding masks, rotary or relative positions,
+grouped-query attention.
 """
 
 from __future__ import annotations
@@ -22,11 +25,22 @@ from torch import Tensor, nn
 from dlnotes.errors import InputError
 
 
+def _check_positive(**sizes: int) -> None:
+    for name, value in sizes.items():
+        if value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value}")
+
+
 class KVCache:
     """Keys and values of the positions seen so far, in preallocated buffers.
 
     One per attention layer; `append` writes new keys/values in place (no
     concatenation per token), `pos` counts the filled positions.
+
+    >>> cache = KVCache(batch_size=1, num_heads=2, head_dim=4, max_len=8)
+    >>> keys, values = cache.append(torch.ones(1, 2, 3, 4), torch.ones(1, 2, 3, 4))
+    >>> tuple(keys.shape), cache.pos
+    ((1, 2, 3, 4), 3)
     """
 
     def __init__(
@@ -39,6 +53,9 @@ class KVCache:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
+        _check_positive(
+            batch_size=batch_size, num_heads=num_heads, head_dim=head_dim, max_len=max_len
+        )
         shape = (batch_size, num_heads, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
@@ -47,15 +64,17 @@ class KVCache:
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store (B, H, T, hs) keys and values; return all filled (B, H, S, hs) ones."""
+        B, H, _, hs = self.k.shape
+        if k.dim() != 4 or k.shape != v.shape or (k.shape[0], k.shape[1], k.shape[3]) != (B, H, hs):
+            raise InputError(
+                f"KV cache was made for keys/values of shape (batch={B}, heads={H}, T, "
+                f"head_dim={hs}), got keys {tuple(k.shape)} and values {tuple(v.shape)}"
+            )
         end = self.pos + k.shape[2]
         if end > self.max_len:
             raise InputError(
                 f"KV cache holds {self.max_len} positions; {self.pos} are filled and "
                 f"{k.shape[2]} more were given"
-            )
-        if k.shape[0] != self.k.shape[0]:
-            raise InputError(
-                f"KV cache was made for batch size {self.k.shape[0]}, got {k.shape[0]}"
             )
         self.k[:, :, self.pos : end] = k
         self.v[:, :, self.pos : end] = v
@@ -73,7 +92,12 @@ class MultiHeadAttention(nn.Module):
     ``use_sdpa=True`` computes the attention with
     `torch.nn.functional.scaled_dot_product_attention` (fused kernels);
     ``False`` spells it out: scores, causal mask, softmax, dropout, weighted sum.
-    Both give the same result.
+    Both give the same result (up to float rounding, and except for which
+    weights dropout happens to zero in training mode).
+
+    >>> mha = MultiHeadAttention(d_in=3, d_out=4, context_length=6, num_heads=2)
+    >>> mha(torch.rand(2, 5, 3)).shape
+    torch.Size([2, 5, 4])
     """
 
     def __init__(
@@ -87,7 +111,8 @@ class MultiHeadAttention(nn.Module):
         use_sdpa: bool = True,
     ) -> None:
         super().__init__()
-        if num_heads < 1 or d_out % num_heads != 0:
+        _check_positive(d_in=d_in, d_out=d_out, context_length=context_length, num_heads=num_heads)
+        if d_out % num_heads != 0:
             raise InputError(
                 f"d_out={d_out} must be divisible by num_heads={num_heads} "
                 "(each head gets d_out / num_heads dimensions)"
@@ -106,6 +131,12 @@ class MultiHeadAttention(nn.Module):
         mask = torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), 1)
         self.register_buffer("mask", mask, persistent=False)
 
+    def extra_repr(self) -> str:
+        return (
+            f"num_heads={self.num_heads}, head_dim={self.head_dim}, "
+            f"context_length={self.context_length}, use_sdpa={self.use_sdpa}"
+        )
+
     def _check(self, x: Tensor, cache: KVCache | None) -> None:
         if x.dim() != 3 or x.shape[-1] != self.d_in:
             raise InputError(
@@ -114,9 +145,10 @@ class MultiHeadAttention(nn.Module):
             )
         start = cache.pos if cache is not None else 0
         if start + x.shape[1] > self.context_length:
+            cached = f" ({start} cached + {x.shape[1]} new)" if cache is not None else ""
             raise InputError(
-                f"sequence of {start + x.shape[1]} positions is longer than the context "
-                f"length {self.context_length}"
+                f"sequence of {start + x.shape[1]} positions{cached} is longer than the "
+                f"context length {self.context_length}"
             )
 
     def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
@@ -136,9 +168,12 @@ class MultiHeadAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         if self.use_sdpa:
             if start == 0:
+                # S == T: the plain lower-triangular mask, which lets SDPA pick its fastest kernel.
                 ctx = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
             else:
-                ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=~blocked, dropout_p=p)
+                # A single new token may look at every cached one: no mask needed at all.
+                allowed = None if T == 1 else ~blocked
+                ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
         else:
             scores = q @ k.transpose(2, 3) / math.sqrt(self.head_dim)  # (B, H, T, S)
             scores = scores.masked_fill(blocked, float("-inf"))
