@@ -1,0 +1,139 @@
+"""GPT-2's tokenizer on our own BPE: OpenAI's files, byte order and ``<|endoftext|>``.
+
+`GPT2Tokenizer` is a thin subclass of `dlnotes.bpe.BPETokenizer` (as minbpe's
+``GPT4Tokenizer`` sits on its ``RegexTokenizer``): it reads OpenAI's
+``encoder.json`` (token string -> id) and ``vocab.bpe`` (the 50,000 merges in
+order) through `dlnotes.data.fetch`, undoes GPT-2's byte-to-unicode mapping, and
+adds ``<|endoftext|>`` = 50256. Its ids equal ``tiktoken.get_encoding("gpt2")``'s.
+Reference: https://github.com/openai/gpt-2/blob/master/src/encoder.py.
+
+`tiktoken_gpt2()` returns tiktoken's own encoding, offline, from the same files.
+
+Leaves out: the other OpenAI encodings (r50k is identical; p50k, cl100k, o200k
+differ) and GPT-2's ``errors=`` choice when decoding (we always replace).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dlnotes import data
+from dlnotes.bpe import GPT2_PATTERN, BPETokenizer
+from dlnotes.errors import DataError
+
+if TYPE_CHECKING:
+    import tiktoken
+
+ENDOFTEXT = "<|endoftext|>"
+ENDOFTEXT_ID = 50256
+
+
+@functools.cache
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's map from each byte to a printable character.
+
+    Printable Latin-1 bytes map to themselves; the other 68 (controls, space,
+    ...) are moved up to U+0100 onwards, so every token string in
+    ``encoder.json`` is visible text without spaces.
+
+    >>> m = bytes_to_unicode()
+    >>> m[ord("A")], m[ord(" ")], m[ord("\\n")], len(set(m.values()))
+    ('A', 'Ġ', 'Ċ', 256)
+    """
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    keep += range(ord("®"), ord("ÿ") + 1)
+    moved = [b for b in range(256) if b not in keep]
+    table = {b: chr(b) for b in keep}
+    table.update({b: chr(256 + k) for k, b in enumerate(moved)})
+    return dict(sorted(table.items()))
+
+
+class GPT2Tokenizer(BPETokenizer):
+    """GPT-2's byte-level BPE, loaded from OpenAI's ``encoder.json`` and ``vocab.bpe``.
+
+    ``GPT2Tokenizer.pretrained().encode("Hello, world")`` gives ``[15496, 11, 995]``.
+    """
+
+    @classmethod
+    def from_files(cls, encoder_json: str | Path, vocab_bpe: str | Path) -> GPT2Tokenizer:
+        """Build the tokenizer from the two OpenAI files."""
+        try:
+            encoder: dict[str, int] = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
+            lines = Path(vocab_bpe).read_text(encoding="utf-8").splitlines()
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read GPT-2 tokenizer files: {exc}") from None
+        char_of = bytes_to_unicode()
+        try:
+            # GPT-2 gives the 256 single bytes the ids 0..255 in its printable-first order.
+            byte_ids = [encoder[char_of[b]] for b in range(256)]
+            merges = {}
+            for line in lines:
+                if not line or line.startswith("#version"):
+                    continue
+                left, right = line.split()
+                merges[(encoder[left], encoder[right])] = encoder[left + right]
+        except (KeyError, ValueError) as exc:
+            raise DataError(
+                f"{vocab_bpe} does not match {encoder_json}: merge line or token {exc} "
+                "is missing from the encoder"
+            ) from None
+        specials = {ENDOFTEXT: encoder.get(ENDOFTEXT, ENDOFTEXT_ID)}
+        return cls(merges, pattern=GPT2_PATTERN, special_tokens=specials, byte_ids=byte_ids)
+
+    @classmethod
+    @functools.cache
+    def pretrained(cls) -> GPT2Tokenizer:
+        """GPT-2's tokenizer from the data layer's files (loaded once per process)."""
+        return cls.from_files(data.fetch("gpt2-encoder"), data.fetch("gpt2-vocab"))
+
+
+def _tiktoken_cache_dir() -> Path:
+    """A folder holding the GPT-2 files under the names tiktoken looks for.
+
+    tiktoken names a cached file by the sha1 of its URL; our registry has the same
+    URLs, so we reuse ``<data dir>/tiktoken_cache`` if it is complete, or fill one.
+    """
+    names = {
+        hashlib.sha1(data.REGISTRY[key].url.encode()).hexdigest(): key
+        for key in ("gpt2-encoder", "gpt2-vocab")
+    }
+    shared = data.data_dir() / "tiktoken_cache"
+    if all((shared / name).is_file() for name in names):
+        return shared
+    sources = {name: data.fetch(key) for name, key in names.items()}
+    for folder in (shared, Path(tempfile.gettempdir()) / "dlnotes-tiktoken-cache"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, source in sources.items():
+                if not (folder / name).is_file():
+                    tmp = folder / f".{name}.{os.getpid()}.tmp"
+                    shutil.copyfile(source, tmp)
+                    os.replace(tmp, folder / name)
+            return folder
+        except OSError:
+            continue
+    raise DataError(f"cannot write a tiktoken cache folder under {shared} or the temp folder")
+
+
+def tiktoken_gpt2() -> tiktoken.Encoding:
+    """``tiktoken.get_encoding("gpt2")`` that works offline from the data layer's files.
+
+    With ``$TIKTOKEN_CACHE_DIR`` set, tiktoken's own lookup is used as it is;
+    otherwise it is pointed, for this call only, at a folder built by the data layer.
+    """
+    import tiktoken
+
+    if "TIKTOKEN_CACHE_DIR" in os.environ:
+        return tiktoken.get_encoding("gpt2")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(_tiktoken_cache_dir())
+    try:
+        return tiktoken.get_encoding("gpt2")  # tiktoken keeps it for the rest of the process
+    finally:
+        del os.environ["TIKTOKEN_CACHE_DIR"]
