@@ -1,0 +1,254 @@
+"""A GPT-2 style language model: configuration presets, layer norm, GELU, blocks, GPT.
+
+Follows Raschka, *Build a Large Language Model (From Scratch)*, ch04 (the book's
+``GPTModel``), laid out like nanoGPT's ``model.py``
+(https://github.com/karpathy/nanoGPT/blob/master/model.py): modules carry GPT-2's own
+names (``wte``, ``wpe``, ``h``, ``ln_1``, ``mlp.c_fc``, ``ln_f``, ``lm_head``) so
+loading OpenAI's weights (`dlnotes.gpt2_weights`) is a short rename table. The book's
+names map as ``tok_emb``→``wte``, ``pos_emb``→``wpe``, ``trf_blocks``→``h``,
+``norm1``/``norm2``→``ln_1``/``ln_2``, ``ff``→``mlp``, ``final_norm``→``ln_f``,
+``out_head``→``lm_head``, and layer norm's ``scale``/``shift``→``weight``/``bias``.
+
+Symbols used in shape comments: B batch, T new positions, D embedding size
+(``emb_dim``), V vocabulary size.
+
+Leaves out: training helpers (`dlnotes.train`), text generation (`dlnotes.generate`),
+padding masks, and any positional scheme other than GPT-2's learned absolute one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from dlnotes.attention import KVCache, MultiHeadAttention
+from dlnotes.errors import InputError
+
+# name -> (emb_dim, n_layers, n_heads) of the four released GPT-2 models.
+GPT2_SIZES: dict[str, tuple[int, int, int]] = {
+    "124M": (768, 12, 12),
+    "355M": (1024, 24, 16),
+    "774M": (1280, 36, 20),
+    "1558M": (1600, 48, 25),
+}
+GPT2_ALIASES = {"small": "124M", "medium": "355M", "large": "774M", "xl": "1558M"}
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Sizes and switches of a GPT model (the book's ``GPT_CONFIG_124M`` dict as a dataclass).
+
+    >>> GPTConfig.gpt2("medium").emb_dim
+    1024
+    >>> GPTConfig.book().context_length
+    256
+    """
+
+    vocab_size: int = 50257
+    context_length: int = 1024
+    emb_dim: int = 768
+    n_heads: int = 12
+    n_layers: int = 12
+    drop_rate: float = 0.1
+    qkv_bias: bool = False
+    tie_weights: bool = False  # share one matrix between wte and lm_head, as GPT-2 does
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
+            if getattr(self, name) < 1:
+                raise InputError(f"GPTConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if self.emb_dim % self.n_heads:
+            raise InputError(f"emb_dim={self.emb_dim} must be divisible by n_heads={self.n_heads}")
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise InputError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
+
+    @classmethod
+    def gpt2(cls, size: str = "124M", **overrides: object) -> GPTConfig:
+        """OpenAI's GPT-2 of that size ("124M"…"1558M" or "small"…"xl"): biased qkv, tied head."""
+        key = GPT2_ALIASES.get(size, size)
+        if key not in GPT2_SIZES:
+            names = ", ".join([*GPT2_SIZES, *GPT2_ALIASES])
+            raise InputError(f"unknown GPT-2 size {size!r}; known sizes: {names}")
+        emb_dim, n_layers, n_heads = GPT2_SIZES[key]
+        base = cls(
+            emb_dim=emb_dim, n_layers=n_layers, n_heads=n_heads, qkv_bias=True, tie_weights=True
+        )
+        return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+
+    @classmethod
+    def book(cls, **overrides: object) -> GPTConfig:
+        """The book's 124M model as ch05 trains it: context 256, no qkv bias, separate head."""
+        return dataclasses.replace(cls(context_length=256), **overrides)  # type: ignore[arg-type]
+
+    @classmethod
+    def tiny(cls, **overrides: object) -> GPTConfig:
+        """A model small enough for smoke runs and tests (GPT-2's vocabulary, ~3.3M parameters)."""
+        base = cls(context_length=64, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
+        return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+
+    @classmethod
+    def preset(cls, name: str, **overrides: object) -> GPTConfig:
+        """Any preset by name: a GPT-2 size, "book" or "tiny".
+
+        >>> GPTConfig.preset("xl").n_layers
+        48
+        """
+        if name == "book":
+            return cls.book(**overrides)
+        if name == "tiny":
+            return cls.tiny(**overrides)
+        if name in GPT2_SIZES or name in GPT2_ALIASES:
+            return cls.gpt2(name, **overrides)
+        names = ", ".join([*GPT2_SIZES, *GPT2_ALIASES, "book", "tiny"])
+        raise InputError(f"unknown GPT preset {name!r}; known presets: {names}")
+
+
+class LayerNorm(nn.Module):
+    """Normalise each position's D features to mean 0, variance 1, then scale and shift.
+
+    Uses the biased variance (divide by D), as GPT-2 and `nn.LayerNorm` do.
+    """
+
+    def __init__(self, emb_dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(emb_dim))  # the book's `scale`
+        self.bias = nn.Parameter(torch.zeros(emb_dim))  # the book's `shift`
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(dim=-1, keepdim=True)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+
+
+class GELU(nn.Module):
+    """GELU with GPT-2's tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP: D -> 4D -> GELU -> D."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim)
+        self.gelu = GELU()
+        self.c_proj = nn.Linear(4 * cfg.emb_dim, cfg.emb_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.c_proj(self.gelu(self.c_fc(x)))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x)), with dropout on each branch."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = LayerNorm(cfg.emb_dim)
+        self.attn = MultiHeadAttention(
+            cfg.emb_dim,
+            cfg.emb_dim,
+            cfg.context_length,
+            dropout=cfg.drop_rate,
+            num_heads=cfg.n_heads,
+            qkv_bias=cfg.qkv_bias,
+        )
+        self.ln_2 = LayerNorm(cfg.emb_dim)
+        self.mlp = FeedForward(cfg)
+        self.drop = nn.Dropout(cfg.drop_rate)  # the book's `drop_shortcut`
+
+    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
+        x = x + self.drop(self.attn(self.ln_1(x), cache))
+        return x + self.drop(self.mlp(self.ln_2(x)))
+
+
+class GPT(nn.Module):
+    """Token + position embeddings, `n_layers` blocks, a final norm and a linear head to logits."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
+        self.wpe = nn.Embedding(cfg.context_length, cfg.emb_dim)
+        self.drop = nn.Dropout(cfg.drop_rate)
+        self.h = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = LayerNorm(cfg.emb_dim)
+        self.lm_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        if cfg.tie_weights:
+            # One (V, D) matrix both looks tokens up and scores them (38.6M fewer at 124M).
+            self.lm_head.weight = self.wte.weight
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:
+        """Empty preallocated KV caches (one per block) on the model's device and dtype."""
+        max_len = self.cfg.context_length if max_len is None else max_len
+        if not 1 <= max_len <= self.cfg.context_length:
+            raise InputError(
+                f"cache length must be in 1..{self.cfg.context_length} (the context), got {max_len}"
+            )
+        like = self.wte.weight
+        head_dim = self.cfg.emb_dim // self.cfg.n_heads
+        return [
+            KVCache(
+                batch_size,
+                self.cfg.n_heads,
+                head_dim,
+                max_len,
+                device=like.device,
+                dtype=like.dtype,
+            )
+            for _ in self.h
+        ]
+
+    def _check(self, idx: Tensor, start: int) -> None:
+        if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
+            raise InputError(
+                f"GPT expects integer token ids of shape (batch, tokens), got a {idx.dtype} "
+                f"tensor of shape {tuple(idx.shape)} (use ids.unsqueeze(0) for one sequence)"
+            )
+        if idx.shape[1] == 0:
+            raise InputError("GPT got an empty sequence: give at least one token id")
+        lo, hi = torch.aminmax(idx)
+        if lo < 0 or hi >= self.cfg.vocab_size:
+            bad = int(lo) if lo < 0 else int(hi)
+            raise InputError(
+                f"token id {bad} is outside the vocabulary 0..{self.cfg.vocab_size - 1}"
+            )
+        if start + idx.shape[1] > self.cfg.context_length:
+            raise InputError(
+                f"{start + idx.shape[1]} positions ({start} cached + {idx.shape[1]} new) exceed "
+                f"the context length {self.cfg.context_length}; crop the input to the last "
+                f"{self.cfg.context_length} tokens"
+            )
+
+    def forward(
+        self, idx: Tensor, cache: list[KVCache] | None = None, *, last_only: bool = False
+    ) -> Tensor:
+        """(B, T) token ids -> (B, T, V) logits, or (B, 1, V) with `last_only`.
+
+        With `cache` (from `new_cache`), `idx` holds only the new tokens: they are placed
+        after the cached ones, and their keys and values are added to the cache.
+        """
+        start = cache[0].pos if cache else 0
+        self._check(idx, start)
+        T = idx.shape[1]
+        pos = torch.arange(start, start + T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, D)
+        for i, block in enumerate(self.h):
+            x = block(x, cache[i] if cache else None)
+        if last_only:
+            # Generation needs the next token only: skip the (T-1) x V head products.
+            x = x[:, -1:]  # (B, 1, D)
+        return self.lm_head(self.ln_f(x))
+
+    def num_parameters(self, *, count_head: bool = True) -> int:
+        """Parameters, a shared tensor counted once; `count_head=False` drops an untied head."""
+        total = sum(p.numel() for p in self.parameters())
+        if not count_head and not self.cfg.tie_weights:
+            total -= self.lm_head.weight.numel()
+        return total

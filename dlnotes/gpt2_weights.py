@@ -1,0 +1,178 @@
+"""Load Hugging Face GPT-2 checkpoints (OpenAI's released weights) into `dlnotes.gpt.GPT`.
+
+Follows Raschka, *Build a Large Language Model (From Scratch)*, ch05 ("Loading
+pretrained weights from OpenAI"), but reads the Hub's ``model.safetensors``
+(https://huggingface.co/openai-community/gpt2) with the ``safetensors`` package
+instead of OpenAI's TensorFlow checkpoint, and relies on `GPT` using GPT-2's own
+parameter names, so the conversion is three steps:
+
+1. drop the ``transformer.`` prefix (`GPT2LMHeadModel` has it, the Hub file does not);
+2. rename the two attention layers (``c_attn``→``qkv``, ``c_proj``→``out_proj``);
+3. transpose the four ``Conv1D`` weights per block (see `CONV1D`).
+
+Leaves out: downloading (the chapter fetches the file), TensorFlow checkpoints, and
+GPT-2 variants with other activations or an inner MLP size other than 4·D.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from dlnotes.errors import CheckpointError, InputError
+from dlnotes.gpt import GPT, GPT2_SIZES, GPTConfig, TransformerBlock
+
+# HF name fragment -> ours. Everything else (wte, wpe, h.N, ln_1, ln_2, mlp, ln_f) is equal.
+RENAME = {".attn.c_attn.": ".attn.qkv.", ".attn.c_proj.": ".attn.out_proj."}
+# OpenAI wrote GPT-2 in TensorFlow with a "Conv1D" layer computing x @ W with W stored
+# (in, out); nn.Linear computes x @ W.T with W stored (out, in). Hence the transposes.
+CONV1D = re.compile(r"\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$")
+# Causal-mask buffers some GPT-2 files carry ("h.0.attn.bias", "h.0.attn.masked_bias"):
+# not weights, and our attention builds its own mask.
+BUFFER = re.compile(r"\.attn\.(bias|masked_bias)$")
+
+
+def hf_to_ours(name: str) -> str:
+    """Our parameter name for a Hugging Face GPT-2 one.
+
+    >>> hf_to_ours("transformer.h.3.attn.c_attn.weight")
+    'h.3.attn.qkv.weight'
+    >>> hf_to_ours("ln_f.bias")
+    'ln_f.bias'
+    """
+    name = name.removeprefix("transformer.")
+    for old, new in RENAME.items():
+        name = name.replace(old, new)
+    return name
+
+
+def convert_hf_state_dict(hf: Mapping[str, Tensor], cfg: GPTConfig) -> dict[str, Tensor]:
+    """A HF GPT-2 state dict (either key prefix) as a state dict for ``GPT(cfg)``.
+
+    Raises `CheckpointError` naming the first tensor that is missing, unexpected or of
+    the wrong shape, with both shapes.
+    """
+    ours: dict[str, Tensor] = {}
+    for name, tensor in hf.items():
+        if BUFFER.search(name):
+            continue
+        ours[hf_to_ours(name)] = tensor.t().contiguous() if CONV1D.search(name) else tensor
+    if "wte.weight" in ours and ("lm_head.weight" not in ours or cfg.tie_weights):
+        # GPT-2 ties its head to wte and files often store it once: a tied model reuses
+        # wte, an untied one (as the book builds it) starts from a copy.
+        ours["lm_head.weight"] = ours["wte.weight"]
+
+    with torch.device("meta"):
+        expected = GPT(cfg).state_dict()
+    for name, want in expected.items():
+        if name not in ours:
+            raise CheckpointError(
+                f"checkpoint has no tensor for {name} {tuple(want.shape)} (config: {_brief(cfg)})"
+            )
+        got = ours[name]
+        if got.shape != want.shape:
+            raise CheckpointError(
+                f"tensor {name} has shape {tuple(got.shape)} in the checkpoint but "
+                f"{tuple(want.shape)} in the model (config: {_brief(cfg)})"
+            )
+    extra = [name for name in ours if name not in expected]
+    if extra:
+        raise CheckpointError(
+            f"checkpoint has tensor {extra[0]} that the model does not "
+            f"({len(extra)} such in all; config: {_brief(cfg)})"
+        )
+    return ours
+
+
+def _brief(cfg: GPTConfig) -> str:
+    return (
+        f"vocab_size={cfg.vocab_size}, context_length={cfg.context_length}, "
+        f"emb_dim={cfg.emb_dim}, n_layers={cfg.n_layers}"
+    )
+
+
+def config_from_hf(config: Mapping[str, object] | str | Path, **overrides: object) -> GPTConfig:
+    """A `GPTConfig` from a HF GPT-2 ``config.json`` (path or parsed dict)."""
+    if not isinstance(config, Mapping):
+        config = json.loads(Path(config).read_text())
+    act = config.get("activation_function", "gelu_new")
+    if act != "gelu_new" or config.get("n_inner") not in (None, 4 * int(config["n_embd"])):
+        raise InputError(
+            f"GPT-2 config with activation {act!r} and n_inner={config.get('n_inner')} is not "
+            "supported: this model uses GELU (tanh) and an MLP of 4 x n_embd"
+        )
+    fields: dict[str, object] = dict(
+        vocab_size=config["vocab_size"],
+        context_length=config["n_positions"],
+        emb_dim=config["n_embd"],
+        n_heads=config["n_head"],
+        n_layers=config["n_layer"],
+        drop_rate=config.get("resid_pdrop", 0.1),
+        qkv_bias=True,  # GPT-2's c_attn always has a bias
+        tie_weights=config.get("tie_word_embeddings", True),
+    )
+    return GPTConfig(**{**fields, **overrides})  # type: ignore[arg-type]
+
+
+def _config_from_shapes(tensors: Mapping[str, Tensor], path: Path) -> GPTConfig:
+    """Recognise one of the four released sizes from the tensors' shapes."""
+    shapes = {hf_to_ours(k): tuple(v.shape) for k, v in tensors.items()}
+    vocab, emb_dim = shapes.get("wte.weight", (0, 0))
+    context = shapes.get("wpe.weight", (0, 0))[0]
+    layers = len({k.split(".")[1] for k in shapes if k.startswith("h.")})
+    for size, (d, n_layers, _) in GPT2_SIZES.items():
+        if (d, n_layers, vocab, context) == (emb_dim, layers, 50257, 1024):
+            return GPTConfig.gpt2(size)
+    raise CheckpointError(
+        f"{path} is not one of the released GPT-2 sizes (emb_dim={emb_dim}, layers={layers}, "
+        f"vocab={vocab}, context={context}) and has no config.json beside it: pass cfg="
+    )
+
+
+def load_hf_safetensors(path: str | Path, cfg: GPTConfig | None = None) -> GPT:
+    """A `GPT` holding the weights of a HF GPT-2 ``model.safetensors`` file, in eval mode.
+
+    Without `cfg`, the configuration comes from ``config.json`` beside the file, else
+    from the tensor shapes when they are one of the four released GPT-2 sizes.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    try:
+        tensors = load_file(path)
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise CheckpointError(f"cannot read {path} as safetensors: {exc}") from exc
+    if cfg is None:
+        config_json = path.with_name("config.json")
+        if config_json.is_file():
+            cfg = config_from_hf(config_json)
+        else:
+            cfg = _config_from_shapes(tensors, path)
+    state = convert_hf_state_dict(tensors, cfg)
+    return model_from_state_dict(state, cfg).eval()
+
+
+def model_from_state_dict(state: Mapping[str, Tensor], cfg: GPTConfig) -> GPT:
+    """``GPT(cfg)`` holding `state`'s tensors (not copies), built without a random init."""
+    with torch.device("meta"):
+        model = GPT(cfg)  # placeholders only: a 1.5B model costs no memory or init time here
+    # assign=True adopts the tensors themselves instead of copying into the placeholders.
+    model.load_state_dict(state, assign=True)
+    if cfg.tie_weights:
+        model.lm_head.weight = model.wte.weight  # assign gave each its own Parameter
+    # Buffers (the causal masks) are not weights: take real ones from the smallest block
+    # with the same context length; all blocks can share them.
+    template = TransformerBlock(dataclasses.replace(cfg, emb_dim=cfg.n_heads))
+    for block in model.h:
+        for name, buffer in template.named_buffers():
+            owner, _, attr = name.rpartition(".")
+            setattr(block.get_submodule(owner), attr, buffer.to(model.wte.weight.device))
+    return model
