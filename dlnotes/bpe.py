@@ -218,6 +218,10 @@ class BPETokenizer:
             ids = merge(ids, pair, self.merges[pair])
         return ids
 
+    def clear_cache(self) -> None:
+        """Forget the encoded pre-tokens (e.g. to time encoding from cold)."""
+        self._cache.clear()
+
     def _chunks(self, text: str) -> list[str]:
         if self._split is None:
             return [text] if text else []
