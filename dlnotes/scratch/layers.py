@@ -180,7 +180,7 @@ class Linear(Layer):
             raise InputError(
                 f"{self!r} got an input of length {len(x)}; expected {self.in_features}"
             )
-        return [sum(map(mul, w, x)) + b for w, b in zip(self.weight, self.bias, strict=True)]
+        return [sum(map(mul, w, x)) + b for w, b in zip(self.weight, self.bias, strict=False)]
 
     def backward(self, grad: Tensor) -> Tensor:
         x = self.input
@@ -199,13 +199,14 @@ class Linear(Layer):
             raise InputError(
                 f"{self!r} got a gradient of length {len(g)}; expected {self.out_features}"
             )
+        # (lengths were checked above, so no zip(strict=True) in this hot path)
         # y[o] = sum_i W[o][i] x[i] + b[o], so dL/dW[o][i] = g[o] x[i], dL/db[o] = g[o]
-        for gw, go in zip(self.weight_grad, g, strict=True):
+        for gw, go in zip(self.weight_grad, g, strict=False):
             if go:  # a zero row (after Relu or Dropout) adds nothing
-                gw[:] = [a + go * xi for a, xi in zip(gw, x, strict=True)]
-        self.bias_grad[:] = [a + go for a, go in zip(self.bias_grad, g, strict=True)]
+                gw[:] = [a + go * xi for a, xi in zip(gw, x, strict=False)]
+        self.bias_grad[:] = [a + go for a, go in zip(self.bias_grad, g, strict=False)]
         # ... and dL/dx[i] = sum_o g[o] W[o][i]: a dot product with column i
-        return [sum(map(mul, column, g)) for column in zip(*self.weight, strict=True)]
+        return [sum(map(mul, column, g)) for column in zip(*self.weight, strict=False)]
 
     def __repr__(self) -> str:
         return f"Linear(in_features={self.in_features}, out_features={self.out_features})"
