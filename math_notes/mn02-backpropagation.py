@@ -29,6 +29,7 @@ from dlnotes import env
 # %%
 SMOKE = env.SMOKE
 DEVICE = env.device()  # the derivation runs in NumPy; PyTorch checks it at the end
+TORCH_DEVICE = DEVICE if DEVICE.type != "mps" else torch.device("cpu")  # MPS has no float64
 env.seed_everything(123)
 rng = np.random.default_rng(123)
 TIMING_SIZES = env.choose(full=[20, 40, 40, 5], smoke=[10, 12, 12, 3])
@@ -341,16 +342,16 @@ assert all(np.allclose(tgrads.dW[l], numeric[l], atol=1e-8) for l in tnet.W)
 # losses.
 
 # %%
-Wt = {l: torch.tensor(net.W[l], requires_grad=True) for l in net.W}
-bt = {l: torch.tensor(net.b[l].ravel(), requires_grad=True) for l in net.b}
-h = torch.tensor(X.T)  # (m, n0): PyTorch puts examples in rows
+Wt = {l: torch.tensor(net.W[l], device=TORCH_DEVICE, requires_grad=True) for l in net.W}
+bt = {l: torch.tensor(net.b[l].ravel(), device=TORCH_DEVICE, requires_grad=True) for l in net.b}
+h = torch.tensor(X.T, device=TORCH_DEVICE)  # (m, n0): PyTorch puts examples in rows
 torch_act = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda t: t}
 for l in net.W:
     h = torch_act[net.act[l].name](F.linear(h, Wt[l], bt[l]))
-F.mse_loss(h, torch.tensor(Y.T)).backward()
+F.mse_loss(h, torch.tensor(Y.T, device=TORCH_DEVICE)).backward()
 for l in net.W:
-    assert np.allclose(Wt[l].grad.numpy(), batch.dW[l], rtol=1e-10, atol=1e-14)
-    assert np.allclose(bt[l].grad.numpy(), batch.db[l].ravel(), rtol=1e-10, atol=1e-14)
+    assert np.allclose(Wt[l].grad.cpu().numpy(), batch.dW[l], rtol=1e-10, atol=1e-14)
+    assert np.allclose(bt[l].grad.cpu().numpy(), batch.db[l].ravel(), rtol=1e-10, atol=1e-14)
 print("PyTorch autograd == our four formulas, layer by layer (float64)")
 
 # %% [markdown]
