@@ -285,11 +285,11 @@ print(f"batch of {m}: Delta A^T = sum of outer products = mean of per-example gr
 # has $P$ weights and biases; one forward pass costs about $P$ multiplications. Forward
 # mode (or finite differences) needs one pass per parameter: about $P^2$. Reverse mode
 # needs the forward pass, the $\delta$ recursion (one $W^\top \delta$ per layer, $\approx P$)
-# and the outer products ($\approx P$): about $3P$, *independent of how many parameters
-# there are*. For a 100-million-parameter model that is the difference between one
-# training step and $10^8$ of them. The price is memory: the backward pass needs every
-# $z^{(l)}$ and $a^{(l)}$ of the forward pass, which is why training uses more memory
-# than inference.
+# and the outer products ($\approx P$): about $3P$, i.e. *three forward passes, however
+# many parameters there are*. For a 100-million-parameter model that is the difference
+# between the cost of 3 forward passes and of $10^8$ of them. The price is memory: the
+# backward pass needs every $z^{(l)}$ and $a^{(l)}$ of the forward pass, which is why
+# training uses more memory than inference.
 
 
 # %%
