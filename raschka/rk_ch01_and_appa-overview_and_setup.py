@@ -12,8 +12,8 @@
 #
 # Library names introduced here (module `dlnotes.toy`): `toy_data`, `ToyDataset`, `MLP`,
 # `count_parameters`, `train_epoch`, `accuracy`. Used: `dlnotes.env.device`,
-# `env.seed_everything`, `env.repo_root`. Training on several processes at once (the
-# appendix's last section) is its own script, `rk_appa-ddp.py`.
+# `env.seed_everything`, `env.repo_root`, `dlnotes.checkpoint`. Training on several
+# processes at once (the appendix's last section) is its own script, `rk_appa-ddp.py`.
 #
 # Runtime: a few seconds, full or smoke (the toy problem is tiny either way; smoke mode
 # only draws a coarser decision-boundary plot).
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from dlnotes import env, toy
+from dlnotes import checkpoint, env, toy
 
 # %%
 SMOKE = env.SMOKE
@@ -394,6 +394,19 @@ with torch.no_grad():
 assert toy.accuracy(restored, test_loader, DEVICE) == 1.0
 
 # %% [markdown]
+# From chapter 5 on, training runs save through `dlnotes.checkpoint`, which does the same
+# atomic write (plus an `fsync`) and also stores the optimizer, the random-generator
+# states and a CRC-32 that catches corrupted files. The weights it restores are the same:
+
+# %%
+ckpt = checkpoint.save_checkpoint(path.with_name("checkpoint.pth"), model, optimizer, step=6)
+fresh = toy.MLP(num_inputs=2, num_outputs=2)
+info = checkpoint.load_checkpoint(ckpt, fresh, restore_rng=False)
+assert info["step"] == 6
+for name, tensor in restored.state_dict().items():
+    assert torch.equal(fresh.state_dict()[name], tensor.cpu()), name
+
+# %% [markdown]
 # ## A.9 Using GPUs
 #
 # Every tensor lives on a device, and an operation needs all its inputs on the same one.
@@ -429,7 +442,8 @@ if DEVICE.type != "cpu":
 #   $(a - y)x_1$ and $a - y$.
 # * The appendix-A MLP (50 → 30 → 20 → 3) has 2,213 parameters; on the toy data,
 #   three epochs of SGD give the book's losses and 100 % train and test accuracy.
-# * Save a `state_dict` atomically and load it with `weights_only=True`; pick the device
+# * Save a `state_dict` atomically and load it with `weights_only=True` (training runs use
+#   `dlnotes.checkpoint`, which also keeps the optimizer and RNG states); pick the device
 #   once with `env.device()` and move data with `.to(device)`.
 #
 # Now in the library (`dlnotes.toy`): `toy_data`, `ToyDataset`, `MLP`, `count_parameters`,
