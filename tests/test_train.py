@@ -1,0 +1,241 @@
+"""The training loop learns, is reproducible, resumes exactly, and rejects bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from dlnotes.env import seed_everything
+from dlnotes.errors import CheckpointError, InputError
+from dlnotes.gpt import GPT, GPTConfig
+from dlnotes.train import (
+    History,
+    amp_dtype,
+    batch_loss,
+    evaluate,
+    loader_loss,
+    make_optimizer,
+    perplexity,
+    train,
+)
+
+TEXT = "Every effort moves you forward, and every step counts when you learn by doing. "
+
+
+def byte_loader(text: str, T: int = 32, stride: int = 8, batch_size: int = 4, **kw) -> DataLoader:
+    """Sliding windows over the text's bytes (a 256-token vocabulary keeps the model tiny)."""
+    ids = torch.tensor(list(text.encode()))
+    starts = range(0, len(ids) - T, stride)
+    x = torch.stack([ids[i : i + T] for i in starts]) if starts else torch.zeros(0, T).long()
+    y = torch.stack([ids[i + 1 : i + T + 1] for i in starts]) if starts else x
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, drop_last=True, **kw)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models run fastest on one thread, and do not stall when other jobs share the CPU.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(drop_rate: float = 0.0) -> GPT:
+    return GPT(GPTConfig.tiny(vocab_size=256, context_length=32, drop_rate=drop_rate))
+
+
+def overfit_run() -> History:
+    seed_everything(7)
+    loader = byte_loader(TEXT * 2, shuffle=True)
+    model = tiny_model()
+    opt = make_optimizer(model, lr=1e-2, weight_decay=0.0)
+    return train(model, loader, loader, opt, epochs=15, eval_every=10, amp=None, progress=False)
+
+
+def test_tiny_model_overfits_a_short_text_reproducibly():
+    first, second = overfit_run(), overfit_run()
+    assert first.step_loss[0] == pytest.approx(math.log(256), abs=0.5)  # untrained: ~uniform
+    assert first.step_loss[-1] < 0.3 and first.train_loss[-1] < 0.3
+    assert first == second  # every loss, rate and token count identical
+
+
+def test_history_counts_steps_tokens_and_book_eval_points():
+    seed_everything(0)
+    loader = byte_loader(TEXT * 2)  # 4 batches per epoch
+    model = tiny_model()
+    hist = train(model, loader, loader, make_optimizer(model), epochs=3, eval_every=5, amp=None,
+                 progress=False)  # fmt: skip
+    assert len(hist.step_loss) == len(hist.lr) == 12
+    assert hist.eval_steps == [1, 6, 11]  # the book's "Step 000000, 000005, 000010"
+    assert hist.tokens_seen == [4 * 32 * s for s in hist.eval_steps]
+
+
+def test_uniform_model_loss_is_log_vocab():
+    class Uniform(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dummy = nn.Parameter(torch.zeros(()))
+
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            return self.dummy + torch.zeros(*idx.shape, 50257)
+
+    loader = byte_loader(TEXT * 2)
+    loss = loader_loss(Uniform(), loader)
+    assert loss == pytest.approx(math.log(50257), rel=1e-6)
+    assert perplexity(loss) == pytest.approx(50257, rel=1e-5)
+
+
+def test_batch_loss_matches_explicit_log_softmax():
+    model = tiny_model()
+    x, y = next(iter(byte_loader(TEXT * 2)))
+    logp = torch.log_softmax(model(x), dim=-1)
+    expected = -logp.gather(-1, y.unsqueeze(-1)).mean()
+    assert batch_loss(model, x, y).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_evaluate_uses_eval_mode_and_restores_training_mode():
+    model = tiny_model(drop_rate=0.5).train()
+    loader = byte_loader(TEXT * 2)
+    a, b = evaluate(model, loader, loader, num_batches=2), evaluate(model, loader, loader, 2)
+    assert a == b and model.training  # no dropout while evaluating
+
+
+def test_clipping_limits_the_update():
+    seed_everything(3)
+    loader = byte_loader(TEXT * 2)
+    model = tiny_model()
+    before = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+    sgd = torch.optim.SGD(model.parameters(), lr=1.0)
+    hist = train(model, loader, loader, sgd, max_steps=1, grad_clip=1e-3, amp=None, progress=False)
+    step = torch.nn.utils.parameters_to_vector(model.parameters()).detach() - before
+    # Plain SGD moves by lr x gradient, so the step has exactly the clipped norm.
+    assert hist.grad_norm[0] > 1e-3
+    assert step.norm().item() == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_bf16_autocast_stays_in_the_float32_loss_band():
+    losses = {}
+    for amp in (None, torch.bfloat16):
+        seed_everything(5)
+        loader = byte_loader(TEXT * 2)
+        model = tiny_model()
+        opt = make_optimizer(model, lr=1e-2, weight_decay=0.0)
+        hist = train(model, loader, loader, opt, epochs=8, eval_every=31, amp=amp, progress=False)
+        losses[amp] = hist.train_loss[-1]
+    assert losses[torch.bfloat16] == pytest.approx(losses[None], abs=0.15)
+
+
+def test_amp_choice():
+    cpu = torch.device("cpu")
+    assert amp_dtype(cpu, None) is None and amp_dtype(cpu, "bf16") is torch.bfloat16
+    assert amp_dtype(cpu, "auto") in (None, torch.bfloat16)
+    with pytest.raises(InputError, match="'fp8'"):
+        amp_dtype(cpu, "fp8")
+
+
+def test_make_optimizer_uses_the_fused_kernel_on_cpu():
+    opt = make_optimizer(tiny_model(), lr=4e-4, weight_decay=0.1)
+    group = opt.param_groups[0]
+    assert group["fused"] and group["lr"] == 4e-4 and group["weight_decay"] == 0.1
+
+
+def test_text_too_short_for_one_batch():
+    short = byte_loader("too short")  # 9 bytes: not one window of 32
+    good = byte_loader(TEXT * 2)
+    model = tiny_model()
+    with pytest.raises(InputError, match="training loader has no batches"):
+        train(model, short, good, make_optimizer(model), progress=False)
+    with pytest.raises(InputError, match="validation loader has no batches"):
+        train(model, good, short, make_optimizer(model), progress=False)
+    with pytest.raises(InputError, match="too short"):
+        loader_loss(model, short)
+    with pytest.raises(InputError, match="eval_every"):
+        train(model, good, good, make_optimizer(model), eval_every=0, progress=False)
+
+
+def test_resume_with_other_data_is_refused(tmp_path):
+    model = tiny_model()
+    loader = byte_loader(TEXT * 2)
+    path = tmp_path / "run.pt"
+    train(model, loader, loader, make_optimizer(model), max_steps=2, checkpoint=path,
+          amp=None, progress=False)  # fmt: skip
+    longer = byte_loader(TEXT * 4)
+    with pytest.raises(CheckpointError, match="4 batches per epoch, this training loader has"):
+        train(model, longer, longer, make_optimizer(model), checkpoint=path, progress=False)
+
+
+# One run of a small but complete setup (shuffling, dropout, warmup + cosine, clipping),
+# in a fresh interpreter: python run.py <mode> <folder>.
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+    from dlnotes.env import seed_everything
+    from dlnotes.gpt import GPT, GPTConfig
+    from dlnotes.schedule import warmup_cosine
+    from dlnotes.train import make_optimizer, train
+
+    mode, folder = sys.argv[1], Path(sys.argv[2])
+    seed_everything(11)
+    ids = torch.tensor(list((TEXT * 3).encode()))
+    x = torch.stack([ids[i : i + 32] for i in range(0, len(ids) - 33, 10)])
+    y = torch.stack([ids[i + 1 : i + 33] for i in range(0, len(ids) - 33, 10)])
+    loader = DataLoader(TensorDataset(x, y), batch_size=4, shuffle=True, drop_last=True)
+    assert len(loader) == 5
+    model = GPT(GPTConfig.tiny(vocab_size=256, context_length=32, drop_rate=0.2))
+    opt = make_optimizer(model, lr=5e-3)
+    sched = warmup_cosine(opt, total_steps=14, warmup_steps=3, initial_lr=1e-4, min_lr=1e-4)
+
+    def crash(epoch, history):  # a simulated Ctrl-C two steps after the checkpoint at 7
+        if mode == "first" and history.eval_steps[-1] >= 9:
+            raise KeyboardInterrupt
+
+    checkpoint = None if mode == "straight" else folder / "run.pt"
+    try:
+        hist = train(model, loader, loader, opt, epochs=3, max_steps=14, eval_every=2,
+                     eval_batches=2, scheduler=sched, grad_clip=0.5, amp=None,
+                     checkpoint=checkpoint, checkpoint_every=7, on_eval=crash, progress=False)
+    except KeyboardInterrupt:
+        sys.exit(0)
+    (folder / f"{mode}.json").write_text(json.dumps(hist.as_dict()))
+    torch.save(model.state_dict(), folder / f"{mode}.weights")
+    """
+)
+
+
+def _worker(mode: str, folder) -> subprocess.Popen:
+    script = folder / "run.py"
+    script.write_text(f"TEXT = {TEXT!r}\n" + WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(script), mode, str(folder)], env=env)
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    straight, first = tmp_path / "straight", tmp_path / "resumed"
+    straight.mkdir()
+    first.mkdir()
+    procs = [_worker("straight", straight), _worker("first", first)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert not (first / "first.json").exists()  # it really was interrupted
+    assert _worker("second", first).wait(timeout=120) == 0
+
+    a = json.loads((straight / "straight.json").read_text())
+    b = json.loads((first / "second.json").read_text())
+    assert len(a["step_loss"]) == 14 and a["eval_steps"][-1] == 13
+    assert a == b  # every step loss, evaluation, learning rate and gradient norm
+    wa, wb = torch.load(straight / "straight.weights"), torch.load(first / "second.weights")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert sorted(p.name for p in first.iterdir()) == [
+        "run.pt", "run.py", "second.json", "second.weights"
+    ]  # fmt: skip
