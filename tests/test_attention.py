@@ -8,6 +8,7 @@ from torch import nn
 from torch.func import functional_call
 
 from dlnotes.attention import KVCache, MultiHeadAttention
+from dlnotes.env import available_devices
 from dlnotes.errors import InputError
 
 PATHS = pytest.mark.parametrize("use_sdpa", [False, True], ids=["plain", "sdpa"])
@@ -207,3 +208,25 @@ def test_gpt2_small_sizes_and_checkpoint_names() -> None:
     assert sum(p.numel() for p in mha.parameters()) == 2_360_064  # the book's count
     # The causal mask is rebuilt from context_length, never stored in checkpoints.
     assert set(mha.state_dict()) == {"qkv.weight", "out_proj.weight", "out_proj.bias"}
+
+
+ACCELERATORS = [d for d in available_devices() if d != "cpu"]
+
+
+@pytest.mark.skipif(not ACCELERATORS, reason="no cuda or mps device on this machine")
+@pytest.mark.parametrize("dev", ACCELERATORS or ["none"])
+@PATHS
+def test_accelerator_matches_cpu_with_and_without_cache(dev: str, use_sdpa: bool) -> None:
+    mha = MultiHeadAttention(32, 32, 16, 0.0, num_heads=4, qkv_bias=True, use_sdpa=use_sdpa)
+    x = torch.randn(2, 10, 32)
+    expected = mha.eval()(x)
+    mha.to(dev)
+    full = mha(x.to(dev))
+    cache = KVCache(2, 4, 8, max_len=16, device=dev)
+    pieces = [
+        mha(x[:, :6].to(dev), cache),
+        *(mha(x[:, t : t + 1].to(dev), cache) for t in range(6, 10)),
+    ]
+    # Loose: GPU matmuls may use reduced-precision (TF32) accumulation.
+    torch.testing.assert_close(full.cpu(), expected, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(torch.cat(pieces, dim=1).cpu(), expected, atol=1e-3, rtol=1e-3)
