@@ -120,8 +120,8 @@ def config_from_hf(config: Mapping[str, object] | str | Path, **overrides: objec
     return GPTConfig(**{**fields, **overrides})  # type: ignore[arg-type]
 
 
-def _config_from_shapes(tensors: Mapping[str, Tensor], path: Path) -> GPTConfig:
-    """Recognise one of the four released sizes from the tensors' shapes."""
+def config_from_shapes(tensors: Mapping[str, Tensor], source: object = "checkpoint") -> GPTConfig:
+    """The released GPT-2 size these HF tensors have the shapes of; `source` names them."""
     shapes = {hf_to_ours(k): tuple(v.shape) for k, v in tensors.items()}
     vocab, emb_dim = shapes.get("wte.weight", (0, 0))
     context = shapes.get("wpe.weight", (0, 0))[0]
@@ -130,7 +130,7 @@ def _config_from_shapes(tensors: Mapping[str, Tensor], path: Path) -> GPTConfig:
         if (d, n_layers, vocab, context) == (emb_dim, layers, 50257, 1024):
             return GPTConfig.gpt2(size)
     raise CheckpointError(
-        f"{path} is not one of the released GPT-2 sizes (emb_dim={emb_dim}, layers={layers}, "
+        f"{source} is not one of the released GPT-2 sizes (emb_dim={emb_dim}, layers={layers}, "
         f"vocab={vocab}, context={context}) and has no config.json beside it: pass cfg="
     )
 
@@ -155,7 +155,7 @@ def load_hf_safetensors(path: str | Path, cfg: GPTConfig | None = None) -> GPT:
         if config_json.is_file():
             cfg = config_from_hf(config_json)
         else:
-            cfg = _config_from_shapes(tensors, path)
+            cfg = config_from_shapes(tensors, path)
     state = convert_hf_state_dict(tensors, cfg)
     return model_from_state_dict(state, cfg).eval()
 
