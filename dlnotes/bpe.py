@@ -287,7 +287,7 @@ class BPETokenizer:
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """The bytes that `ids` stand for."""
-        ids = ids.tolist() if hasattr(ids, "tolist") else ids
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
         try:
             return b"".join([self.vocab[i] for i in ids])
         except (KeyError, TypeError):

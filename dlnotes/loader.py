@@ -63,7 +63,11 @@ class GPTDataset(Dataset):
         self.max_length = _positive("max_length", max_length)
         self.stride = _positive("stride", stride)
         ids = encode_text(source, tokenizer) if isinstance(source, str) else source
-        self.ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)  # (N,)
+        self.ids = torch.as_tensor(ids, dtype=torch.long)  # (N,)
+        if self.ids.dim() != 1:
+            raise InputError(
+                f"token ids must be one sequence (1-D), got shape {tuple(self.ids.shape)}"
+            )
         n = len(self.ids)
         if n < self.max_length + 1:
             what = "text" if isinstance(source, str) else "sequence"

@@ -127,6 +127,11 @@ def test_bad_arguments(kwargs: dict, name: str) -> None:
         create_dataloader(list(range(100)), **{"batch_size": 1, "max_length": 4, **kwargs})
 
 
+def test_ids_must_be_one_sequence() -> None:
+    with pytest.raises(InputError, match=r"1-D\), got shape \(2, 10\)"):
+        GPTDataset(torch.zeros(2, 10), max_length=4, stride=1)
+
+
 def test_index_out_of_range() -> None:
     ds = GPTDataset(list(range(10)), max_length=4, stride=3)
     with pytest.raises(IndexError):
