@@ -109,13 +109,15 @@ class BPETokenizer:
         if sorted(self.byte_ids) != sorted(set(self.byte_ids)) or len(self.byte_ids) != 256:
             raise InputError(f"byte_ids must be 256 distinct ids, got {len(self.byte_ids)}")
         vocab = {i: bytes([b]) for b, i in enumerate(self.byte_ids)}
+        last = -1
         for (left, right), new in self.merges.items():
-            if left not in vocab or right not in vocab or new in vocab:
+            # Encoding uses a merge's new id as its rank, so the ids must grow.
+            if left not in vocab or right not in vocab or new in vocab or new <= last:
                 raise InputError(
-                    f"merge ({left}, {right}) -> {new} uses an undefined id or redefines "
-                    f"{new}; merges must be listed in the order they were learned"
+                    f"merge ({left}, {right}) -> {new} uses an undefined id or does not get a "
+                    "new, larger id; merges must be listed in the order they were learned"
                 )
-            vocab[new] = vocab[left] + vocab[right]
+            vocab[new], last = vocab[left] + vocab[right], new
         for name, i in self.special_tokens.items():
             if i in vocab:
                 raise InputError(f"special token {name!r} has id {i}, already in use")
@@ -210,12 +212,13 @@ class BPETokenizer:
 
     def _encode_chunk(self, chunk: bytes) -> list[int]:
         """Apply the merges to one chunk, earliest-learned pair first."""
+        rank = self.merges.get  # a merge's new id is also its rank: ids grow as merges are learned
         ids = [self.byte_ids[b] for b in chunk]
         while len(ids) > 1:
-            pair = min(pairwise(ids), key=lambda p: self.merges.get(p, _NEVER))
-            if pair not in self.merges:
+            new_id, pair = min((rank(p, _NEVER), p) for p in pairwise(ids))
+            if new_id == _NEVER:
                 break
-            ids = merge(ids, pair, self.merges[pair])
+            ids = merge(ids, pair, new_id)
         return ids
 
     def clear_cache(self) -> None:

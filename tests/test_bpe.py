@@ -178,3 +178,12 @@ def test_decode_unknown_id() -> None:
 def test_lone_surrogates_are_replaced_like_tiktoken() -> None:
     tok = BPETokenizer()
     assert tok.decode(tok.encode("a\ud800b")) == "a\ufffdb"
+
+
+def test_merges_must_be_in_learned_order() -> None:
+    a, b, c = ord("a"), ord("b"), ord("c")
+    assert BPETokenizer({(a, b): 256, (256, c): 300}).encode("abc") == [300]
+    with pytest.raises(InputError, match=r"merge \(256, 99\) -> 255"):
+        BPETokenizer({(a, b): 256, (256, c): 255})
+    with pytest.raises(InputError, match=r"merge \(257, 99\) -> 258 uses an undefined id"):
+        BPETokenizer({(a, b): 256, (257, c): 258})
