@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,31 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def text_to_ids(text: str, tokenizer: Any = None) -> Tensor:
+    """A text as a (1, T) batch of one sequence of token ids (GPT-2's tokenizer by default).
+
+    >>> text_to_ids("Every effort moves you")
+    tensor([[6109, 3626, 6100,  345]])
+    """
+    from dlnotes.loader import encode_text
+
+    return torch.tensor(encode_text(text, tokenizer)).unsqueeze(0)
+
+
+def ids_to_text(ids: Tensor | Sequence[int], tokenizer: Any = None) -> str:
+    """The text of a (T,) or (1, T) sequence of token ids.
+
+    >>> ids_to_text(torch.tensor([[6109, 3626, 6100, 345]]))
+    'Every effort moves you'
+    """
+    if tokenizer is None:
+        from dlnotes.gpt2_tokenizer import tiktoken_gpt2
+
+        tokenizer = tiktoken_gpt2()
+    flat = ids.reshape(-1).tolist() if isinstance(ids, Tensor) else list(ids)
+    return tokenizer.decode(flat)
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -253,7 +278,8 @@ def train(
 
     Evaluates after the first step and every `eval_every` steps after it (the book's
     steps 0, 5, 10, ...) on `eval_batches` batches of each loader, calling
-    ``on_eval(epoch, history)``. With `checkpoint`, saves there every
+    ``on_eval(epoch, history)``; after each epoch calls ``on_epoch_end(epoch, model)``
+    with the model in eval mode. With `checkpoint`, saves there every
     `checkpoint_every` steps and at the end; with ``resume=True`` an existing file
     there is loaded first and the run continues where it stopped.
     """
@@ -312,7 +338,9 @@ def train(
             norms.clear()
 
     model.train()
-    bar = tqdm(total=total, initial=min(pos.step, total), unit="step", disable=not progress)
+    # Pass `disable` only to switch the bar off, so that TQDM_DISABLE=1 can too.
+    quiet = {} if progress else {"disable": True}
+    bar = tqdm(total=total, initial=min(pos.step, total), unit="step", **quiet)
     while pos.step < total and pos.epoch < epochs:
         for inputs, targets in _batches(train_loader, pos, resumed):
             optimizer.zero_grad(set_to_none=True)
@@ -351,7 +379,11 @@ def train(
                 # The epoch is complete: hooks run before any checkpoint, so a resumed run
                 # continues after them, exactly as an unbroken one does.
                 if on_epoch_end is not None:
-                    on_epoch_end(pos.epoch, model)
+                    model.eval()  # e.g. for a sample generation: no dropout
+                    try:
+                        on_epoch_end(pos.epoch, model)
+                    finally:
+                        model.train()
                 pos.epoch, pos.batch = pos.epoch + 1, 0
             if checkpoint_every is not None and pos.step % checkpoint_every == 0:
                 flush()

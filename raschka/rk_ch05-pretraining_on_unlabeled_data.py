@@ -1,0 +1,371 @@
+# %% [markdown]
+# # Ch. 5 — Pretraining on unlabeled data
+#
+# Source: Sebastian Raschka, *Build a Large Language Model (From Scratch)*, chapter 5.
+#
+# Chapter 4 built a GPT that produces gibberish because its weights are random. Here we
+# give it a way to measure how wrong it is (cross-entropy of the next token, and its
+# cousin perplexity), split a short story into training and validation text, and train
+# the 124M-parameter model on it. Then we look at how the next token is *chosen*
+# (greedy, temperature, top-k), save and restore a run, and finally load the weights
+# OpenAI released for GPT-2, which turn the same architecture into a fluent model.
+#
+# Library names introduced: `dlnotes.train` (`text_to_ids`, `ids_to_text`,
+# `batch_loss`, `loader_loss`, `perplexity`, `evaluate`, `make_optimizer`, `train`,
+# `History`), `dlnotes.checkpoint` (`save_checkpoint`, `load_checkpoint`),
+# `dlnotes.pretrained` (`load_gpt2`), `dlnotes.plots` (`plot_losses`). Also used:
+# `dlnotes.gpt`, `dlnotes.generate`, `dlnotes.loader`, `dlnotes.data`, `dlnotes.env`.
+#
+# Runtime: full mode trains the book's model for 10 epochs (90 steps of 512 tokens):
+# a few minutes on a recent CPU with bf16, seconds on a GPU; the GPT-2 download is
+# 548 MB once. Smoke mode (`DLNOTES_SMOKE=1`) trains a tiny model for 3 steps: seconds.
+
+# %%
+import math
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+
+from dlnotes import data, env
+from dlnotes.checkpoint import load_checkpoint, save_checkpoint
+from dlnotes.errors import DataError
+from dlnotes.generate import generate, sample_next
+from dlnotes.gpt import GPT, GPTConfig
+from dlnotes.gpt2_tokenizer import tiktoken_gpt2
+from dlnotes.loader import create_dataloader
+from dlnotes.plots import plot_losses
+from dlnotes.pretrained import load_gpt2
+from dlnotes.train import (
+    batch_loss,
+    ids_to_text,
+    loader_loss,
+    make_optimizer,
+    perplexity,
+    text_to_ids,
+    train,
+)
+
+# %%
+SMOKE = env.SMOKE
+DEVICE = env.device()
+env.seed_everything(123)
+CFG = GPTConfig.tiny(context_length=256) if SMOKE else GPTConfig.book()
+EPOCHS = env.choose(full=10, smoke=1)
+MAX_STEPS = env.choose(full=None, smoke=3)  # smoke: stop after 3 optimizer steps
+tokenizer = tiktoken_gpt2()
+print(env.banner(DEVICE))
+
+# %% [markdown]
+# ## 5.1 Evaluating generative text models
+#
+# ### 5.1.1 Using GPT to generate text
+#
+# Two small helpers carry text across the model boundary: `text_to_ids` encodes a
+# string and adds the batch dimension the model expects, `ids_to_text` goes back. An
+# untrained model continues a prompt with random tokens.
+
+# %%
+torch.manual_seed(123)
+model = GPT(CFG).to(DEVICE).eval()
+prompt = text_to_ids("Every effort moves you", tokenizer)
+out = generate(model, prompt.to(DEVICE), max_new_tokens=10)
+print(ids_to_text(out, tokenizer))
+assert prompt.tolist() == [[6109, 3626, 6100, 345]] and out.shape == (1, 14)
+
+# %% [markdown]
+# ### 5.1.2 Calculating the text generation loss
+#
+# For every position the model outputs one score (logit) per vocabulary entry;
+# softmax turns them into probabilities. Training should raise the probability of the
+# token that actually comes next. Take two three-token inputs; the targets are the
+# inputs shifted by one token.
+
+# %%
+# "every effort moves" and "I really like" -> " effort moves you" and " really like chocolate"
+inputs = torch.tensor([[16833, 3626, 6100], [40, 1107, 588]])
+targets = torch.tensor([[3626, 6100, 345], [1107, 588, 11311]])
+with torch.no_grad():
+    logits = model(inputs.to(DEVICE)).cpu()  # (2, 3, 50257)
+probas = torch.softmax(logits, dim=-1)
+target_probas = probas.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (2, 3)
+print("probability of each correct next token:\n", target_probas)
+assert probas.shape == (2, 3, 50257) and (target_probas < 1e-3).all()  # untrained: ~1/50257
+
+# %% [markdown]
+# Multiplying many small probabilities underflows, so we add their logarithms instead.
+# The average log-probability of the targets is what training pushes up (towards 0);
+# flipping its sign gives the quantity to push down, the **cross-entropy loss**.
+# PyTorch's `F.cross_entropy` does the softmax, the pick and the average in one stable
+# call on the flattened (batch·tokens, vocabulary) logits; `batch_loss` wraps it.
+
+# %%
+neg_avg_log_proba = -torch.log(target_probas).mean()
+loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+print(f"by hand {neg_avg_log_proba:.4f}, F.cross_entropy {loss:.4f}")
+assert torch.isclose(neg_avg_log_proba, loss, atol=1e-4)
+assert math.isclose(batch_loss(model, inputs, targets).item(), loss.item(), abs_tol=1e-4)
+assert abs(loss.item() - math.log(50257)) < 0.5  # the book's random model: 10.7940
+
+# %% [markdown]
+# **Perplexity** is `exp(loss)`: the number of tokens the model is, in effect, choosing
+# between uniformly. Untrained, that is about the whole vocabulary (the book: 48,726).
+
+# %%
+print(f"perplexity {perplexity(loss.item()):,.0f} (vocabulary: 50,257)")
+assert 20_000 < perplexity(loss.item()) < 100_000
+
+# %% [markdown]
+# ### 5.1.3 Calculating the training and validation set losses
+#
+# The training text is Edith Wharton's short story *The Verdict*: 20,479 characters,
+# 5,145 GPT-2 tokens. The first 90 % of the characters are for training, the rest for
+# validation. Windows of 256 tokens with stride 256 (no overlap) give 9 training
+# batches of 2 and a single validation batch.
+
+# %%
+text = data.fetch("the-verdict").read_text(encoding="utf-8")
+split = int(0.90 * len(text))
+loader_args = dict(batch_size=2, max_length=256, stride=256, tokenizer=tokenizer)
+train_loader = create_dataloader(text[:split], drop_last=True, shuffle=True, **loader_args)
+val_loader = create_dataloader(text[split:], drop_last=False, shuffle=False, **loader_args)
+train_tokens = sum(x.numel() for x, _ in train_loader)
+val_tokens = sum(x.numel() for x, _ in val_loader)
+print(f"{len(text):,} characters, {len(tokenizer.encode(text)):,} tokens")
+print(f"training tokens: {train_tokens:,}, validation tokens: {val_tokens:,}")
+assert (len(text), len(tokenizer.encode(text))) == (20_479, 5_145)
+assert (train_tokens, val_tokens) == (4_608, 512)
+
+# %% [markdown]
+# `loader_loss` averages `batch_loss` over a loader's batches. Before training, both
+# losses sit near ln(50,257) ≈ 10.8 (the book: 10.988 and 10.981).
+
+# %%
+with torch.no_grad():
+    train_loss, val_loss = loader_loss(model, train_loader), loader_loss(model, val_loader)
+print(f"training loss {train_loss:.3f}, validation loss {val_loss:.3f}")
+tolerance = 0.3 if SMOKE else 0.1  # the tiny smoke model starts a little further off
+assert abs(train_loss - 10.99) < tolerance and abs(val_loss - 10.98) < tolerance
+env.show(loader_loss)
+
+# %% [markdown]
+# ## 5.2 Training an LLM
+#
+# One optimizer step: clear the gradients, compute the batch loss, backpropagate,
+# let AdamW update every weight. Every 5 steps the model is evaluated (dropout off) on
+# 5 batches of each loader, and after every epoch it writes a sample from the same
+# prompt, so we can watch it learn. `train` does this, counting the tokens seen.
+#
+# The library's loop adds speed without changing the recipe: matrix products in
+# bfloat16 where the hardware has it (autocast; the weights stay float32), a fused
+# AdamW kernel, and no waiting for each step's loss (the losses stay on the device
+# until an evaluation needs them). The book's settings: AdamW, learning rate 4e-4,
+# weight decay 0.1, 10 epochs.
+
+# %%
+torch.manual_seed(123)
+model = GPT(CFG).to(DEVICE)
+optimizer = make_optimizer(model, lr=4e-4, weight_decay=0.1)
+
+
+def report(epoch, history):
+    print(
+        f"Ep {epoch + 1} (step {history.eval_steps[-1] - 1:06d}): "
+        f"train loss {history.train_loss[-1]:.3f}, val loss {history.val_loss[-1]:.3f}"
+    )
+
+
+def sample(epoch, model):
+    ids = generate(model, text_to_ids("Every effort moves you", tokenizer).to(DEVICE), 50)
+    print("   ", ids_to_text(ids, tokenizer).replace("\n", " "))
+
+
+# %%
+history = train(
+    model,
+    train_loader,
+    val_loader,
+    optimizer,
+    epochs=EPOCHS,
+    max_steps=MAX_STEPS,
+    eval_every=env.choose(full=5, smoke=2),
+    eval_batches=env.choose(full=5, smoke=1),
+    on_eval=report,
+    on_epoch_end=sample,
+)
+final = (history.train_loss[-1], history.val_loss[-1])
+print(f"final: train loss {final[0]:.3f}, val loss {final[1]:.3f}")
+if SMOKE:
+    assert len(history.step_loss) == MAX_STEPS and all(map(math.isfinite, history.step_loss))
+else:
+    assert final[0] < 1.0 and final[1] < 7.0  # the book: 0.391 and 6.452
+
+# %% [markdown]
+# The training loss falls towards zero while the validation loss stops improving
+# after a couple of epochs and then creeps up: on a 5,000-token story a 124M-parameter
+# model memorises its training text (the samples quote it) instead of learning
+# English. Real pretraining uses billions of tokens and sees most of them once.
+
+# %%
+plot_losses(history, tokens_per_epoch=train_tokens)
+plt.show()
+
+# %% [markdown]
+# ## 5.3 Decoding strategies to control randomness
+#
+# Greedy decoding takes the most likely token every time, so a prompt always gives the
+# same continuation, and a trained model tends to repeat memorised passages.
+
+# %%
+model.eval()
+ids = generate(model, text_to_ids("Every effort moves you", tokenizer).to(DEVICE), 25)
+print(ids_to_text(ids, tokenizer))
+again = generate(model, text_to_ids("Every effort moves you", tokenizer).to(DEVICE), 25)
+assert torch.equal(ids, again)
+
+# %% [markdown]
+# ### 5.3.1 Temperature scaling
+#
+# Sampling instead draws the next token from the softmax distribution. A toy
+# vocabulary of nine words shows the effect: greedy picks "forward" every time, while
+# sampling 1,000 times picks "forward" about 58 % of the time and "toward" 34 %
+# (the book's counts, reproduced exactly with seed 123).
+
+# %%
+vocab = ["closer", "every", "effort", "forward", "inches", "moves", "pizza", "toward", "you"]
+next_logits = torch.tensor([4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79])
+probs = torch.softmax(next_logits, dim=0)
+torch.manual_seed(123)
+draws = [torch.multinomial(probs, num_samples=1).item() for _ in range(1_000)]
+counts = torch.bincount(torch.tensor(draws), minlength=len(vocab)).tolist()
+print({word: n for word, n in zip(vocab, counts, strict=True) if n})
+assert vocab[int(next_logits.argmax())] == "forward"
+assert counts == [73, 0, 0, 582, 2, 0, 0, 343, 0]
+
+# %% [markdown]
+# Dividing the logits by a temperature *T* before the softmax sharpens the distribution
+# (*T* < 1, towards greedy) or flattens it (*T* > 1, towards uniform). At *T* = 5 the
+# nonsense "every effort moves you pizza" gets 4.3 % of the draws.
+
+# %%
+temperatures = [1.0, 0.1, 5.0]
+scaled = [torch.softmax(next_logits / t, dim=0) for t in temperatures]
+fig, ax = plt.subplots(figsize=(6, 3))
+for i, (t, p) in enumerate(zip(temperatures, scaled, strict=True)):
+    ax.bar(torch.arange(len(vocab)) + (i - 1) * 0.25, p, 0.25, label=f"temperature {t}")
+ax.set_xticks(range(len(vocab)), vocab, rotation=90)
+ax.set_ylabel("probability")
+ax.legend()
+fig.tight_layout()
+plt.show()
+assert abs(scaled[2][vocab.index("pizza")].item() - 0.043) < 5e-4
+assert scaled[1][vocab.index("forward")] > 0.99
+
+# %% [markdown]
+# ### 5.3.2 Top-k sampling
+#
+# Top-k keeps only the *k* highest logits and sets the rest to −∞, so after the softmax
+# the unlikely tail gets probability exactly 0, however high the temperature.
+
+# %%
+top_logits, top_pos = torch.topk(next_logits, 3)
+masked = torch.where(next_logits < top_logits[-1], float("-inf"), next_logits)
+topk_probs = torch.softmax(masked, dim=0)
+print(top_logits, top_pos, topk_probs.round(decimals=4), sep="\n")
+assert top_pos.tolist() == [3, 7, 0]
+expected = torch.tensor([0.0615, 0, 0, 0.5775, 0, 0, 0, 0.3610, 0])
+assert torch.allclose(topk_probs, expected, atol=1e-4)
+
+# %% [markdown]
+# ### 5.3.3 Modifying the text generation function
+#
+# `dlnotes.generate` combines both: `temperature=0` is greedy, otherwise it samples
+# with the temperature, from the `top_k` best tokens when given. With *k* = 3 the
+# library's sampler never leaves the three candidates.
+
+# %%
+gen = torch.Generator().manual_seed(123)
+picks = sample_next(next_logits.expand(1_000, -1), temperature=5.0, top_k=3, generator=gen)
+assert set(picks.tolist()) == {0, 3, 7}
+gen = torch.Generator(device=DEVICE).manual_seed(123)
+prompt = text_to_ids("Every effort moves you", tokenizer).to(DEVICE)
+ids = generate(model, prompt, 15, temperature=1.4, top_k=25, generator=gen)
+print(ids_to_text(ids, tokenizer))
+assert ids.shape == (1, 19)
+
+# %% [markdown]
+# ## 5.4 Loading and saving model weights in PyTorch
+#
+# To continue training later we need the optimizer's state too: AdamW keeps two running
+# averages per weight, so the file is about three times the model. `save_checkpoint`
+# writes model, optimizer and random-number state to a temporary file and renames it
+# into place, so an interruption never leaves half a file; `load_checkpoint` checks the
+# file and that it fits the model before loading. (`train(..., checkpoint=path)`
+# uses the same files to resume an interrupted run exactly.)
+
+# %%
+path = env.repo_root() / "runs" / "ch05" / "model_and_optimizer.pt"
+save_checkpoint(path, model, optimizer, step=history.eval_steps[-1])
+print(f"saved {path.stat().st_size / 1e6:,.0f} MB to {path}")
+restored = GPT(CFG).to(DEVICE)
+restored_opt = make_optimizer(restored, lr=4e-4, weight_decay=0.1)
+load_checkpoint(path, restored, restored_opt)
+with torch.no_grad():
+    assert torch.equal(restored.eval()(prompt), model(prompt))
+assert restored_opt.state_dict()["state"][0]["exp_avg"].equal(
+    optimizer.state_dict()["state"][0]["exp_avg"]
+)
+
+# %% [markdown]
+# ## 5.5 Loading pretrained weights from OpenAI
+#
+# OpenAI released GPT-2's weights in four sizes (124M, 355M, 774M, 1558M parameters).
+# The book converts OpenAI's TensorFlow files; we read the same weights from the
+# `model.safetensors` file the Hugging Face Hub publishes, which `load_gpt2` downloads
+# once (checksummed) and converts to our `GPT` (GPT-2 proper: context 1024, biases in
+# the query/key/value projection, output head tied to the token embedding).
+# Without a network connection this cell prints why and the rest is skipped.
+
+# %%
+try:
+    gpt2 = load_gpt2("124M").to(DEVICE)
+except DataError as exc:
+    gpt2 = None
+    print(f"error: {exc}")
+    print("(skipping the rest of 5.5: GPT-2's weights are not available here)")
+
+# %% [markdown]
+# Pretrained on 40 GB of web text, the model writes fluent English, and on *The
+# Verdict*, which it never trained on, its losses are far below our own model's
+# validation loss (the book: 3.755 training, 3.560 validation).
+
+# %%
+if gpt2 is not None:
+    torch.manual_seed(123)
+    prompt = text_to_ids("Every effort moves you", tokenizer).to(DEVICE)
+    ids = generate(gpt2, prompt, 25, temperature=1.5, top_k=50)
+    print(ids_to_text(ids, tokenizer))
+    n = env.choose(full=None, smoke=1)
+    gpt2_losses = (loader_loss(gpt2, train_loader, n), loader_loss(gpt2, val_loader, n))
+    print(f"GPT-2 124M: train loss {gpt2_losses[0]:.3f}, val loss {gpt2_losses[1]:.3f}")
+    if not SMOKE:
+        assert abs(gpt2_losses[0] - 3.755) < 0.02 and abs(gpt2_losses[1] - 3.560) < 0.02
+
+# %% [markdown]
+# ## Summary
+#
+# - A language model is trained to maximise the probability of each next token; the
+#   loss is the cross-entropy, and perplexity (its exponential) reads as "how many
+#   tokens it hesitates between".
+# - Training loop: batch loss → backward → AdamW step, evaluate every few steps on
+#   held-out text, look at samples. On one short story the model memorises: training
+#   loss below 1, validation loss stuck above 6.
+# - Decoding: greedy is deterministic; temperature reshapes the distribution; top-k
+#   cuts its tail. Sampling with both gives varied but sensible text.
+# - Checkpoints hold model, optimizer and random state, written atomically.
+# - OpenAI's GPT-2 weights drop into the same architecture.
+#
+# Now in the library: `dlnotes.train` (`text_to_ids`, `ids_to_text`, `batch_loss`,
+# `loader_loss`, `perplexity`, `evaluate`, `make_optimizer`, `train`, `History`),
+# `dlnotes.checkpoint` (`save_checkpoint`, `load_checkpoint`), `dlnotes.pretrained`
+# (`load_gpt2`, `fetch_weights`), `dlnotes.plots` (`plot_losses`, `plot_lr`).
