@@ -63,8 +63,8 @@ def device(name: str | None = None) -> torch.device:
     available = available_devices()
     if not requested or requested == "auto":
         return torch.device(available[0])
-    kind, _, index = requested.partition(":")
-    if kind not in KNOWN_DEVICES or (index and not index.isdigit()):
+    kind, colon, index = requested.partition(":")
+    if kind not in KNOWN_DEVICES or (colon and not index.isdigit()):
         raise InputError(
             f"unknown device {requested!r}: use one of {', '.join(KNOWN_DEVICES)} "
             f"(available here: {', '.join(available)})"

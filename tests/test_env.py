@@ -30,13 +30,7 @@ def test_unknown_device_is_an_input_error_listing_what_is_available() -> None:
         "gpu",
         "cuda:x",
         "cuda:-1",
-        pytest.param(
-            "cpu:",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="env.device passes 'cpu:' on to torch.device (RuntimeError); fix requested",
-            ),
-        ),
+        "cpu:",
     ],
 )
 def test_malformed_device_names_are_input_errors(bad: str) -> None:
