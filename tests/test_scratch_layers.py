@@ -148,6 +148,24 @@ def test_losses_equal_torch(batch: bool) -> None:
         assert T(ours.gradient(z, y)) == pytest.approx(zt.grad, rel=1e-12, abs=1e-15)
 
 
+def test_relu_and_unnormalised_targets_agree_with_torch_at_the_edges() -> None:
+    # Relu's derivative at exactly 0 is 0 in torch; random inputs never hit it
+    x = [-1.0, 0.0, 2.0]
+    xt = T(x).requires_grad_(True)
+    torch.relu(xt).backward(T([1.0, 1.0, 1.0]))
+    relu = Relu()
+    relu(x)
+    assert relu.backward([1.0, 1.0, 1.0]) == xt.grad.tolist() == [0.0, 0.0, 1.0]
+    # cross-entropy against targets that do not sum to 1: -sum y log softmax(z)
+    z, y = [0.5, -1.0, 2.0], [0.5, 0.0, 1.0]
+    zt = T(z).requires_grad_(True)
+    expected = nn.functional.cross_entropy(zt, T(y), reduction="sum")
+    expected.backward()
+    ce = SoftmaxCrossEntropy()
+    assert ce.loss(z, y) == pytest.approx(expected.item(), rel=1e-12)
+    assert ce.gradient(z, y) == pytest.approx(zt.grad.tolist(), rel=1e-12)
+
+
 def test_sse_gradient_is_the_full_not_half_derivative() -> None:
     # the book's ch. 18 returns (p - y): the gradient of SSE / 2
     assert SSE().loss([3.0], [1.0]) == 4.0

@@ -62,6 +62,24 @@ def test_steps_equal_torch_sgd(momentum: float, dampening: float) -> None:
         close(net, module)
 
 
+def test_the_books_momentum_is_ours_with_lr_times_one_minus_mu() -> None:
+    # the book keeps u <- mu u + (1 - mu) g from u = 0 and steps p <- p - lr u
+    layer = Linear(3, 1)
+    layer.weight, layer.bias = [[1.0, -2.0, 0.5]], [0.25]
+    ours = Momentum(layer, lr=0.1 * (1 - 0.8), momentum=0.8)
+    book_p, book_u = [1.0, -2.0, 0.5, 0.25], [0.0] * 4
+    for x in ([1.0, 0.0, 2.0], [-1.0, 3.0, 0.5], [0.5, 0.5, 0.5]):
+        ours.zero_grad()
+        y = layer(x)[0]
+        layer.backward([2 * y])  # gradient of y**2
+        ours.step()
+        y_book = sum(w * v for w, v in zip(book_p, x, strict=False)) + book_p[3]
+        grad = [2 * y_book * v for v in [*x, 1.0]]
+        book_u = [0.8 * u + 0.2 * g for u, g in zip(book_u, grad, strict=True)]
+        book_p = [w - 0.1 * u for w, u in zip(book_p, book_u, strict=True)]
+        assert [*layer.weight[0], *layer.bias] == pytest.approx(book_p, rel=1e-12)
+
+
 def test_mini_batches_equal_torch_with_summed_loss() -> None:
     random.seed(1)
     net = Sequential(Linear(3, 4), Tanh(), Linear(4, 2))
@@ -106,14 +124,14 @@ def test_xor_trains_to_100_percent() -> None:
     assert [round(net(x)[0]) for x in xs] == [0, 1, 1, 0]
 
 
-@pytest.mark.skipif(SMOKE, reason="full-mode training (about 12 s idle)")
+@pytest.mark.skipif(SMOKE, reason="full-mode training (about 15 s on an idle machine)")
 def test_fizzbuzz_reaches_90_percent_on_1_to_100() -> None:
     """The notes' recipe (Linear-Tanh-Linear, softmax cross-entropy, momentum), fewer epochs."""
     random.seed(0)
     net = Sequential(Linear(10, 25, init="uniform"), Tanh(), Linear(25, 4, init="uniform"))
     optimizer, loss = Momentum(net, lr=0.01, momentum=0.9), SoftmaxCrossEntropy()
     xs, ys = fb.dataset(fb.TRAIN_RANGE)
-    for _ in range(70):
+    for _ in range(90):  # 93 of 100 right with this seed; the notes train 150 epochs
         train_epoch(net, loss, optimizer, xs, ys)
     _, accuracy = evaluate(net, loss, *fb.dataset(fb.TEST_RANGE))
     assert accuracy >= 0.90

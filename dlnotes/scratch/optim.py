@@ -6,10 +6,9 @@ a model, ``zero_grad()`` clears its gradients and ``step()`` updates its paramet
 
 `Momentum` is torch's SGD with momentum mu and dampening d: the buffer starts as
 the first gradient, then v <- mu v + (1 - d) g, and p <- p - lr v. The book's
-version is the moving average v <- mu v + (1 - mu) g started from zero, i.e.
-``dampening=momentum`` (apart from its first step, which is (1 - mu) times ours);
-its learning rates are therefore 1 / (1 - mu) times larger than torch's for the
-same updates.
+version keeps a moving average u <- mu u + (1 - mu) g started from zero and steps
+p <- p - lr u; unrolled, u = (1 - mu) v, so the book's ``(lr, mu)`` takes exactly
+the steps of ``Momentum(lr * (1 - mu), mu)`` here (e.g. its 0.1 and 0.9 are our 0.01).
 
 Leaves out weight decay, Nesterov momentum, parameter groups and schedules.
 """
