@@ -42,8 +42,9 @@ AmpArg = torch.dtype | str | None
 def amp_dtype(device: torch.device, amp: AmpArg = "auto") -> torch.dtype | None:
     """The autocast dtype to train with on `device` (None: plain float32).
 
-    ``"auto"`` picks bfloat16 where matrix products run natively in it (CUDA with
-    compute capability 8+, CPUs with AVX512-BF16 or AMX), else float32.
+    ``"auto"`` picks bfloat16 where matrix products run much faster in it (CUDA with
+    compute capability 8+, CPUs with AMX tiles), else float32. (AVX512-BF16 alone
+    multiplies bf16 no faster than float32, and the casts then cost time.)
 
     >>> amp_dtype(torch.device("cpu"), None) is None
     True
@@ -57,7 +58,8 @@ def amp_dtype(device: torch.device, amp: AmpArg = "auto") -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     if device.type == "cpu":
-        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        return torch.bfloat16 if amx else None
     return None
 
 
