@@ -19,9 +19,9 @@
 #
 # Digits: full MNIST (60,000 + 10,000 images, fetched and checksummed by `dlnotes.data`)
 # when it can be downloaded; offline, and always in smoke mode, scikit-learn's bundled
-# 8x8 digits (1,797 images, no download). Runtime: full about 2 minutes offline (8x8
-# digits), about 10 minutes more with MNIST (pure Python sees every one of its pixels);
-# smoke a few seconds.
+# 8x8 digits (1,797 images, no download). Runtime: full about 4 minutes offline (most of
+# it the book's 1,000 FizzBuzz epochs), about 10 minutes more with MNIST (pure Python
+# touches every one of its pixels); smoke a few seconds.
 
 # %%
 import array
@@ -69,7 +69,7 @@ SMOKE = env.SMOKE
 DEVICE = env.device()  # unused: everything here is pure Python on the CPU
 env.seed_everything(123)
 XOR_EPOCHS = env.choose(full=3000, smoke=3000)  # XOR is cheap; smoke keeps the book's run
-FIZZ_SSE_EPOCHS = env.choose(full=300, smoke=2)
+FIZZ_SSE_EPOCHS = env.choose(full=1000, smoke=2)
 FIZZ_CE_EPOCHS = env.choose(full=150, smoke=2)
 DIGIT_EPOCHS = env.choose(full=10, smoke=1)  # MNIST always gets the book's one epoch
 RUNS = env.repo_root() / "runs" / "grus"
@@ -233,7 +233,9 @@ assert tanh(0.5) == math.tanh(0.5)
 #
 # Chapter 18's problem with the new pieces: 10 binary digits in, 25 tanh units, four
 # sigmoid outputs, squared error, momentum (the book's 0.1 and 0.9, i.e. our `lr=0.01`),
-# weights uniform in [0, 1) as in the book.
+# weights uniform in [0, 1) as in the book, and the book's 1,000 epochs. It learns
+# slowly: in our run the accuracy on 1-100 reaches 89 % by epoch 300, 91 % from epoch
+# 625, and ends at 90 %.
 
 
 # %%
@@ -246,6 +248,7 @@ def fizzbuzz_report(model: Layer) -> float:
     return 1 - len(wrong) / len(said)
 
 
+# %%
 fizz_x, fizz_y = fb.dataset(fb.TRAIN_RANGE)
 random.seed(0)
 fizz_sse = Sequential(
@@ -258,7 +261,7 @@ for _ in bar:
 accuracy_sse = fizzbuzz_report(fizz_sse)
 print(f"test accuracy on 1-100 (sigmoid outputs, squared error): {accuracy_sse:.0%}")
 if not SMOKE:
-    assert accuracy_sse >= 0.90
+    assert accuracy_sse >= 0.85
 
 # %% [markdown]
 # ## 19.9 Softmaxes and cross-entropy
@@ -268,7 +271,18 @@ if not SMOKE:
 # $L = -\sum_k y_k \log \operatorname{softmax}(z)_k = \operatorname{logsumexp}(z) - z_c$
 # for a one-hot $y$. Its gradient is pleasantly simple, $\operatorname{softmax}(z) - y$.
 # We compute the loss through logsumexp, so it never overflows nor takes $\log 0$ (the
-# book adds $10^{-30}$ inside the log instead). The same network without the final sigmoid:
+# book adds $10^{-30}$ inside the log instead):
+
+# %%
+ce = SoftmaxCrossEntropy()
+huge, class_1 = [1000.0, -1000.0, 0.0], [0.0, 1.0, 0.0]
+print(f"loss of logits {huge} for class 1: {ce(huge, class_1)}")
+assert ce(huge, class_1) == 2000.0  # logsumexp(z) = 1000, minus z_1 = -1000
+assert ce.gradient([0.0, 0.0], [1.0, 0.0]) == [-0.5, 0.5]  # softmax (0.5, 0.5) minus y
+
+# %% [markdown]
+# The FizzBuzz network again, without the final sigmoid (its four outputs are now logits),
+# for 150 epochs (the book: 100):
 
 # %%
 random.seed(0)
@@ -276,13 +290,9 @@ fizz_ce = Sequential(Linear(10, 25, init="uniform"), Tanh(), Linear(25, 4, init=
 opt = Momentum(fizz_ce, lr=0.01, momentum=0.9)
 bar = trange(FIZZ_CE_EPOCHS, desc="FizzBuzz, cross-entropy")
 for _ in bar:
-    bar.set_postfix(loss=f"{train_epoch(fizz_ce, SoftmaxCrossEntropy(), opt, fizz_x, fizz_y):.1f}")
+    bar.set_postfix(loss=f"{train_epoch(fizz_ce, ce, opt, fizz_x, fizz_y):.1f}")
 accuracy_ce = fizzbuzz_report(fizz_ce)
 print(f"test accuracy on 1-100 (softmax cross-entropy): {accuracy_ce:.0%}")
-print(
-    f"cross-entropy of logits [1000, -1000, 0] against class 1: "
-    f"{SoftmaxCrossEntropy()([1000.0, -1000.0, 0.0], [0.0, 1.0, 0.0])}"
-)
 if not SMOKE:
     assert accuracy_ce >= 0.96
 
@@ -337,6 +347,7 @@ if SOURCE == "digits":
         for part in (order[:cut], order[cut:])
     )
 SIDE, LEVELS = train_images.shape[1], 256 if SOURCE == "mnist" else 17
+MIN_ACCURACY = 0.85 if SOURCE == "mnist" else 0.90  # 8x8 digits, 10 epochs: 93 % and 95 %
 print(f"{SOURCE}: train {train_images.shape}, test {test_images.shape}")
 if SOURCE == "mnist":
     assert train_images.shape == (60_000, 28, 28) and test_images.shape == (10_000, 28, 28)
@@ -391,7 +402,7 @@ random.seed(0)
 logistic = Linear(N_IN, 10)
 logistic_acc = fit(logistic, DIGIT_EPOCHS, "logistic regression")
 if not SMOKE:
-    assert logistic_acc >= 0.85
+    assert logistic_acc >= MIN_ACCURACY
 
 # %% [markdown]
 # A deeper network, with dropout after each hidden linear layer, as in the book:
@@ -405,7 +416,7 @@ deep = Sequential(
 )
 deep_acc = fit(deep, DIGIT_EPOCHS, "deep")
 if not SMOKE:
-    assert deep_acc >= 0.85
+    assert deep_acc >= MIN_ACCURACY
 
 # %% [markdown]
 # ## 19.12 Saving and loading models

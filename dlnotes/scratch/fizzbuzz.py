@@ -4,6 +4,8 @@ A number n becomes its 10 lowest binary digits (least significant first) and one
 of four classes: n itself, "fizz" (divisible by 3), "buzz" (by 5), "fizzbuzz"
 (by 15). The book trains on 101..1023 and tests on 1..100, numbers the network
 never saw. Leaves out other encodings (one-hot of the digits, etc.).
+
+Reference code: https://github.com/joelgrus/data-science-from-scratch/blob/master/scratch/neural_networks.py
 """
 
 from __future__ import annotations

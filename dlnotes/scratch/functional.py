@@ -8,6 +8,8 @@ Scratch* 2e, ch. 18-19. ``math.exp`` raises `OverflowError` above about 709, so:
 * `softmax` and `logsumexp` subtract the largest entry first.
 
 Leaves out everything a multilayer perceptron does not need.
+
+Reference code: https://github.com/joelgrus/data-science-from-scratch/blob/master/scratch/deep_learning.py
 """
 
 from __future__ import annotations

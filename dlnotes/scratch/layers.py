@@ -16,6 +16,8 @@ which is the same when every backward is followed by one optimizer step.
 Parameters and gradients are only ever updated in place (``row[:] = ...``), so an
 optimizer can hold on to their rows. Leaves out autograd (each layer writes its own
 derivative), convolutions and recurrent layers.
+
+Reference code: https://github.com/joelgrus/data-science-from-scratch/blob/master/scratch/deep_learning.py
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ derivative of `loss`:
   it never overflows nor takes log(0); gradient softmax(z) * sum(y) - y.
 
 Leaves out means (divide by the batch size yourself) and class-index targets.
+
+Reference code: https://github.com/joelgrus/data-science-from-scratch/blob/master/scratch/deep_learning.py
 """
 
 from __future__ import annotations

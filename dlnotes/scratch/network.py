@@ -10,6 +10,8 @@ SSE = sum_k (o_k - t_k)**2. The book's version returns the gradient of *half* th
 SSE (no factor 2) while calling it the squared error's, so its learning rate 1.0
 takes the steps our learning rate 0.5 takes. Leaves out everything but sigmoid
 units and squared error.
+
+Reference code: https://github.com/joelgrus/data-science-from-scratch/blob/master/scratch/neural_networks.py
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ p <- p - lr u; unrolled, u = (1 - mu) v, so the book's ``(lr, mu)`` takes exactl
 the steps of ``Momentum(lr * (1 - mu), mu)`` here (e.g. its 0.1 and 0.9 are our 0.01).
 
 Leaves out weight decay, Nesterov momentum, parameter groups and schedules.
+
+Reference code: https://github.com/joelgrus/data-science-from-scratch/blob/master/scratch/deep_learning.py
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ Initialisers follow Glorot & Bengio (2010) and ``torch.nn.init``:
 ``xavier`` draws N(0, 2 / (fan_in + fan_out)), i.e. standard deviation
 sqrt(2 / (fan_in + fan_out)). The book's version passes the *variance* where a
 standard deviation belongs (std 2/300 instead of sqrt(2/300) for a 200x100 weight).
+
+Reference code: https://github.com/joelgrus/data-science-from-scratch/blob/master/scratch/deep_learning.py
 """
 
 from __future__ import annotations

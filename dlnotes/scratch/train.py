@@ -7,6 +7,8 @@ backward, ``step``. Samples go one at a time through the network; with
 ``batch_size > 1`` the gradients of a batch are added up before one step.
 
 Leaves out shuffling (pass the data in the order you want), early stopping and logging.
+
+Reference code: https://github.com/joelgrus/data-science-from-scratch/blob/master/scratch/deep_learning.py
 """
 
 from __future__ import annotations
