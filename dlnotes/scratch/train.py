@@ -39,7 +39,7 @@ def train_epoch(
     """One pass over the data in order, stepping after every `batch_size` samples.
 
     Returns the summed loss (measured before each sample's update). With `desc`, a
-    tqdm progress bar of that name shows the samples.
+    tqdm progress bar of that name counts the steps.
     """
     _checked(xs, ys)
     if batch_size < 1:
@@ -48,14 +48,13 @@ def train_epoch(
     if desc is not None:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc=desc, leave=False, unit_scale=batch_size)
+        starts = tqdm(starts, desc=desc, leave=False, unit="step")
     model.train()
     total = 0.0
     for start in starts:
         optimizer.zero_grad()
-        for x, y in zip(
-            xs[start : start + batch_size], ys[start : start + batch_size], strict=True
-        ):
+        batch = slice(start, start + batch_size)
+        for x, y in zip(xs[batch], ys[batch], strict=True):
             predicted = model(x)
             total += loss_fn.loss(predicted, y)
             model.backward(loss_fn.gradient(predicted, y))
