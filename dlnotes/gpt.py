@@ -19,10 +19,10 @@ padding masks, and any positional scheme other than GPT-2's learned absolute one
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dlnotes.attention import KVCache, MultiHeadAttention
@@ -110,7 +110,10 @@ class GPTConfig:
 class LayerNorm(nn.Module):
     """Normalise each position's D features to mean 0, variance 1, then scale and shift.
 
-    Uses the biased variance (divide by D), as GPT-2 and `nn.LayerNorm` do.
+    y = (x - mean) / sqrt(var + eps) * weight + bias, with the biased variance (divide
+    by D) as GPT-2 was trained with. Chapter 4 derives it op by op; here one fused call
+    computes it, which saves five kernel launches per norm when generating token by
+    token and keeps the statistics in float32 for a bfloat16 model.
     """
 
     def __init__(self, emb_dim: int, eps: float = 1e-5) -> None:
@@ -120,16 +123,17 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(emb_dim))  # the book's `shift`
 
     def forward(self, x: Tensor) -> Tensor:
-        mean = x.mean(dim=-1, keepdim=True)
-        var = x.var(dim=-1, keepdim=True, unbiased=False)
-        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
 
 class GELU(nn.Module):
-    """GELU with GPT-2's tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))."""
+    """GELU with GPT-2's tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+
+    Chapter 4 writes the formula out; the fused kernel computes the same in one pass.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
-        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+        return F.gelu(x, approximate="tanh")
 
 
 class FeedForward(nn.Module):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dlnotes.errors import InputError
-from dlnotes.generate import generate, sample_next, stream
+from dlnotes.generate import PackedLinear, cpu_bfloat16, generate, sample_next, stream
 from dlnotes.gpt import GPT, GPTConfig
 from dlnotes.gpt2_weights import config_from_hf, convert_hf_state_dict, model_from_state_dict
 
@@ -146,6 +146,26 @@ def test_bfloat16_model_tracks_float32() -> None:
     assert (low.float() - ref).abs().max() < 0.05 * ref.abs().max()
     out = generate(model, idx, 15)
     assert out.shape == (2, 25) and int(out.max()) < 101
+
+
+def test_cpu_bfloat16_equals_a_bfloat16_model() -> None:
+    """Prepacking changes the memory layout, not the arithmetic."""
+    _, model = hf_pair(2, 4, 32, 40, 101)
+    fast = cpu_bfloat16(model)
+    assert not any(isinstance(m, torch.nn.Linear) for m in fast.modules())
+    assert sum(isinstance(m, PackedLinear) for m in fast.modules()) == 2 * 4 + 1
+    assert model.wte.weight.dtype == torch.float32  # cpu_bfloat16 worked on a copy
+    low = model.to(torch.bfloat16)
+    idx = torch.randint(0, 101, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(fast(idx), low(idx), atol=1e-2, rtol=1e-2)
+    assert torch.equal(generate(fast, idx, 20), generate(low, idx, 20))
+
+
+def test_cpu_bfloat16_without_onednn(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    with pytest.raises(InputError, match=r"needs a PyTorch build with oneDNN"):
+        cpu_bfloat16(GPT(GPTConfig.tiny()))
 
 
 @pytest.mark.parametrize(

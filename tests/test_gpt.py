@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -81,22 +83,25 @@ def test_last_only_and_cached_chunks_equal_full_forward() -> None:
     assert cache[0].pos == 24
 
 
-def test_layer_norm_equals_torch() -> None:
-    x = torch.randn(4, 7, 16) * 3 + 1
-    ours, ref = LayerNorm(16), nn.LayerNorm(16, eps=1e-5)
+def test_layer_norm_equals_the_formula_and_torch() -> None:
+    x = torch.randn(4, 7, 16, dtype=torch.float64) * 3 + 1
+    ours, ref = LayerNorm(16).double(), nn.LayerNorm(16, eps=1e-5).double()
     with torch.no_grad():
         for layer in (ours, ref):
             layer.weight.copy_(torch.linspace(0.5, 2.0, 16))
             layer.bias.copy_(torch.linspace(-1.0, 1.0, 16))
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)  # biased: divide by D
+    by_hand = (x - mean) / torch.sqrt(var + 1e-5) * ours.weight + ours.bias
+    torch.testing.assert_close(ours(x), by_hand)
     torch.testing.assert_close(ours(x), ref(x))
-    out = LayerNorm(16)(x)  # fresh: mean 0, biased variance 1 per position
-    torch.testing.assert_close(out.mean(-1), torch.zeros(4, 7), atol=1e-5, rtol=0)
-    torch.testing.assert_close(out.var(-1, unbiased=False), torch.ones(4, 7), atol=1e-3, rtol=0)
 
 
-def test_gelu_equals_torch_tanh_approximation() -> None:
+def test_gelu_equals_the_tanh_formula() -> None:
     x = torch.linspace(-6, 6, 1001, dtype=torch.float64)
-    torch.testing.assert_close(GELU()(x), nn.GELU(approximate="tanh")(x))
+    formula = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    torch.testing.assert_close(GELU()(x), formula)
+    assert (GELU()(x) - nn.GELU()(x)).abs().max() < 1e-3  # close to the exact (erf) GELU
     assert abs(GELU()(torch.tensor(1.0)).item() - 0.8412) < 1e-4  # by hand: 0.5·(1+tanh(0.8198))
 
 

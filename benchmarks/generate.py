@@ -1,0 +1,100 @@
+"""Generation speed at GPT-2 124M shapes: ours uncached / cached / bfloat16 vs Hugging Face.
+
+Random weights (no download): a `transformers.GPT2LMHeadModel` is built from GPT-2's
+124M config and its weights are converted into `dlnotes.gpt.GPT`, so both models
+compute the same function. Batch 1, greedy, a fixed number of new tokens (no eos).
+bfloat16 two ways: ``model.to(torch.bfloat16)`` and `dlnotes.generate.cpu_bfloat16`
+(weights prepacked for oneDNN). Random weights are not a language model, so bfloat16
+ids may part from float32 ones after a near tie; the float32 ones must equal HF's.
+
+    python benchmarks/generate.py            # 200 new tokens
+    python benchmarks/generate.py --quick    # 30 new tokens (also with DLNOTES_SMOKE=1)
+
+Targets (issue 6): ours cached >= 5x ours uncached, >= 1.0x HF cached; bfloat16 >= 1.5x HF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from collections.abc import Callable
+
+import torch
+import transformers
+
+from dlnotes import env
+from dlnotes.generate import cpu_bfloat16, generate
+from dlnotes.gpt2_weights import config_from_hf, convert_hf_state_dict, model_from_state_dict
+
+
+def best_seconds(runs: dict[str, Callable[[], torch.Tensor]], repeats: int) -> dict[str, float]:
+    """Best wall time of each run after a warm-up; the runs take turns, so a busy spell
+    on a shared machine slows all of them rather than one."""
+    best = {name: float("inf") for name in runs}
+    for run in runs.values():
+        run()
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="30 new tokens instead of 200")
+    parser.add_argument("--tokens", type=int, default=None, help="new tokens per run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per cached variant")
+    args = parser.parse_args()
+    n = args.tokens or (30 if args.quick or env.SMOKE else 200)
+
+    env.seed_everything(123)
+    config = transformers.GPT2Config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    cfg = config_from_hf(config.to_dict())
+    ours = model_from_state_dict(convert_hf_state_dict(hf.state_dict(), cfg), cfg).eval()
+    ours_bf16 = copy.deepcopy(ours).to(torch.bfloat16)
+    ours_packed = cpu_bfloat16(ours)
+    prompt = torch.tensor([[15496, 11, 314, 716]])  # "Hello, I am"
+    print(
+        f"GPT-2 124M shapes (random weights), batch 1, {n} new tokens; torch {torch.__version__}, "
+        f"transformers {transformers.__version__}, {torch.get_num_threads()} threads"
+    )
+
+    def hf_generate() -> torch.Tensor:
+        with torch.inference_mode():
+            return hf.generate(
+                prompt,
+                attention_mask=torch.ones_like(prompt),
+                do_sample=False,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                pad_token_id=config.eos_token_id,
+            )
+
+    runs = {
+        "HF generate, cached": hf_generate,
+        "ours cached": lambda: generate(ours, prompt, n),
+        "ours cached, bf16 .to()": lambda: generate(ours_bf16, prompt, n),
+        "ours cached, cpu_bfloat16": lambda: generate(ours_packed, prompt, n),
+    }
+    seconds = best_seconds(runs, args.repeats)
+    # One run: each uncached step re-encodes the whole sequence, so it is the slow one.
+    seconds["ours uncached"] = best_seconds(
+        {"": lambda: generate(ours, prompt, n, use_cache=False)}, 1
+    )[""]
+
+    rates = {name: n / s for name, s in seconds.items()}
+    hf_rate, uncached = rates["HF generate, cached"], rates["ours uncached"]
+    print(f"{'variant':<28}{'tokens/s':>9}{'vs HF':>8}{'vs uncached':>13}")
+    for name, rate in rates.items():
+        print(f"{name:<28}{rate:>9.1f}{rate / hf_rate:>7.2f}x{rate / uncached:>12.2f}x")
+    reference = hf_generate()
+    same = {name: torch.equal(runs[name](), reference) for name in list(runs)[1:]}
+    print("same ids as HF:", ", ".join(f"{name}: {ok}" for name, ok in same.items()))
+
+
+if __name__ == "__main__":
+    main()
