@@ -28,7 +28,8 @@ import torch
 from dlnotes import data, env
 from dlnotes.gpt import GPT, GPTConfig
 from dlnotes.loader import create_dataloader
-from dlnotes.train import batch_loss, make_optimizer, train
+from dlnotes.losses import batch_loss
+from dlnotes.train import make_optimizer, train
 
 
 def batches(cfg: GPTConfig) -> torch.utils.data.DataLoader:

@@ -1,18 +1,17 @@
-"""Pretraining a language model: next-token losses, evaluation, and a resumable training loop.
+"""Pretraining a language model: text↔ids helpers, optimizer, and a resumable training loop.
 
 Follows Raschka, *Build a Large Language Model (From Scratch)*, ch05
-(``calc_loss_batch``, ``calc_loss_loader``, ``evaluate_model``,
-``train_model_simple``) and appendix D (warmup, cosine decay, gradient clipping),
-https://github.com/rasbt/LLMs-from-scratch/tree/main/ch05. `train` adds:
+(``text_to_token_ids``, ``token_ids_to_text``, ``train_model_simple``) and
+appendix D (warmup, cosine decay, gradient clipping),
+https://github.com/rasbt/LLMs-from-scratch/tree/main/ch05; the losses it reports
+come from `dlnotes.losses`. `train` adds to the book's loop:
 
 * an optional scheduler (`dlnotes.schedule.warmup_cosine`) and gradient clipping;
-* mixed precision (bf16 autocast where the hardware multiplies bf16 natively) and
-  no per-step host sync: step losses stay on the device until an evaluation;
+* mixed precision (bf16 autocast where the hardware multiplies bf16 fast) and no
+  per-step host sync: step losses stay on the device until an evaluation;
 * checkpoints every N steps and at the end (`dlnotes.checkpoint`); ``resume=True``
   continues from one with the same data order, dropout masks and losses as an
   uninterrupted run.
-
-Symbols: B batch, T tokens per row, V vocabulary size.
 
 Leaves out: gradient accumulation, distributed training, early stopping, and text
 generation during training (pass ``on_epoch_end``; see `dlnotes.generate`).
@@ -20,53 +19,33 @@ generation during training (pass ``on_epoch_end``; see `dlnotes.generate`).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from dlnotes.checkpoint import load_checkpoint, save_checkpoint
 from dlnotes.errors import CheckpointError, InputError
+from dlnotes.losses import AmpArg, amp_dtype, autocast, batch_loss, evaluate, loader_loss
 
-AmpArg = torch.dtype | str | None
-
-
-def amp_dtype(device: torch.device, amp: AmpArg = "auto") -> torch.dtype | None:
-    """The autocast dtype to train with on `device` (None: plain float32).
-
-    ``"auto"`` picks bfloat16 where matrix products run much faster in it (CUDA with
-    compute capability 8+, CPUs with AMX tiles), else float32. (AVX512-BF16 alone
-    multiplies bf16 no faster than float32, and the casts then cost time.)
-
-    >>> amp_dtype(torch.device("cpu"), None) is None
-    True
-    """
-    if amp is None or isinstance(amp, torch.dtype):
-        return amp
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp != "auto":
-        raise InputError(f"amp must be 'auto', 'bf16', a torch dtype or None, got {amp!r}")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    if device.type == "cpu":
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-        return torch.bfloat16 if amx else None
-    return None
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+# The loss helpers live in `dlnotes.losses`; importing them from here works as well.
+__all__ = [
+    "History",
+    "amp_dtype",
+    "batch_loss",
+    "evaluate",
+    "grad_norm",
+    "ids_to_text",
+    "loader_loss",
+    "make_optimizer",
+    "text_to_ids",
+    "train",
+]
 
 
 def text_to_ids(text: str, tokenizer: Any = None) -> Tensor:
@@ -92,72 +71,6 @@ def ids_to_text(ids: Tensor | Sequence[int], tokenizer: Any = None) -> str:
         tokenizer = tiktoken_gpt2()
     flat = ids.reshape(-1).tolist() if isinstance(ids, Tensor) else list(ids)
     return tokenizer.decode(flat)
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def batch_loss(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
-    """Mean cross-entropy of the model's next-token logits (B, T, V) against targets (B, T)."""
-    device = _device_of(model)
-    logits = model(inputs.to(device, non_blocking=True))
-    # float(): under autocast the logits are bf16; the loss is computed in float32.
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.to(device).flatten())
-
-
-@torch.no_grad()
-def loader_loss(
-    model: nn.Module, loader: Iterable, num_batches: int | None = None, amp: AmpArg = None
-) -> float:
-    """Average `batch_loss` over the first `num_batches` batches of `loader` (all if None).
-
-    Leaves the model's train/eval mode as it is, like the book's ``calc_loss_loader``.
-    """
-    available = len(loader)  # type: ignore[arg-type]
-    if available == 0:
-        raise InputError(
-            "the data loader has no batches: the text is too short for one batch "
-            "(use a longer text, a smaller batch_size or max_length, or drop_last=False)"
-        )
-    n = available if num_batches is None else min(num_batches, available)
-    device = _device_of(model)
-    total = torch.zeros((), device=device)
-    with _autocast(device, amp_dtype(device, amp)):
-        for i, (inputs, targets) in enumerate(loader):
-            if i == n:
-                break
-            total += batch_loss(model, inputs, targets)
-    return total.item() / n
-
-
-def perplexity(loss: float) -> float:
-    """exp(loss): the effective number of equally likely next tokens.
-
-    >>> round(perplexity(math.log(50257)))
-    50257
-    """
-    return math.exp(loss)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    train_loader: Iterable,
-    val_loader: Iterable,
-    num_batches: int | None = None,
-    amp: AmpArg = None,
-) -> tuple[float, float]:
-    """(train loss, val loss) in eval mode (no dropout); restores the previous mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        return (
-            loader_loss(model, train_loader, num_batches, amp),
-            loader_loss(model, val_loader, num_batches, amp),
-        )
-    finally:
-        model.train(was_training)
 
 
 def grad_norm(parameters: Iterable[nn.Parameter]) -> float:
@@ -299,7 +212,7 @@ def train(
             f"{checkpoint_every}"
         )
     total = epochs * n_batches if max_steps is None else min(max_steps, epochs * n_batches)
-    device = _device_of(model)
+    device = next(model.parameters()).device
     dtype = amp_dtype(device, amp)
     history, pos = History(), _Position()
     resumed = False
@@ -328,7 +241,7 @@ def train(
 
     from tqdm.auto import tqdm
 
-    pending: list[Tensor] = []  # step losses (and norms) kept on the device: no sync per step
+    pending: list[Tensor] = []  # step losses and norms stay on the device: no sync per step
     norms: list[Tensor] = []
 
     def flush() -> None:
@@ -340,60 +253,55 @@ def train(
             norms.clear()
 
     model.train()
+    saved_at = pos.step if resumed else -1  # no need to rewrite what was just loaded
     # Pass `disable` only to switch the bar off, so that TQDM_DISABLE=1 can too.
     quiet = {} if progress else {"disable": True}
-    bar = tqdm(total=total, initial=min(pos.step, total), unit="step", **quiet)
-    while pos.step < total and pos.epoch < epochs:
-        for inputs, targets in _batches(train_loader, pos, resumed):
-            optimizer.zero_grad(set_to_none=True)
-            with _autocast(device, dtype):
-                loss = batch_loss(model, inputs, targets)
-            loss.backward()
-            if grad_clip is not None:
-                norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
-            history.lr.append(optimizer.param_groups[0]["lr"])
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            pending.append(loss.detach())
-            pos.step, pos.tokens, pos.batch = (
-                pos.step + 1,
-                pos.tokens + inputs.numel(),
-                pos.batch + 1,
-            )
-            bar.update()
-            if (pos.step - 1) % eval_every == 0:
-                flush()
-                train_loss, val_loss = evaluate(
-                    model, train_loader, val_loader, eval_batches, dtype
-                )
-                for key, value in (
-                    ("eval_steps", pos.step),
-                    ("tokens_seen", pos.tokens),
-                    ("train_loss", train_loss),
-                    ("val_loss", val_loss),
-                ):
-                    getattr(history, key).append(value)
-                bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
-                if on_eval is not None:
-                    on_eval(pos.epoch, history)
-            if pos.batch == n_batches:
-                # The epoch is complete: hooks run before any checkpoint, so a resumed run
-                # continues after them, exactly as an unbroken one does.
-                if on_epoch_end is not None:
-                    model.eval()  # e.g. for a sample generation: no dropout
-                    try:
-                        on_epoch_end(pos.epoch, model)
-                    finally:
-                        model.train()
-                pos.epoch, pos.batch = pos.epoch + 1, 0
-            if checkpoint_every is not None and pos.step % checkpoint_every == 0:
-                flush()
-                save()
-            if pos.step >= total:
-                break
-        resumed = False
-    bar.close()
+    with tqdm(total=total, initial=min(pos.step, total), unit="step", **quiet) as bar:
+        while pos.step < total and pos.epoch < epochs:
+            for inputs, targets in _batches(train_loader, pos, resumed):
+                optimizer.zero_grad(set_to_none=True)
+                with autocast(device, dtype):
+                    loss = batch_loss(model, inputs, targets)
+                loss.backward()
+                if grad_clip is not None:
+                    norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
+                history.lr.append(optimizer.param_groups[0]["lr"])
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                pending.append(loss.detach())
+                pos.step += 1
+                pos.batch += 1
+                pos.tokens += inputs.numel()
+                bar.update()
+                if (pos.step - 1) % eval_every == 0:
+                    flush()
+                    losses = evaluate(model, train_loader, val_loader, eval_batches, dtype)
+                    history.eval_steps.append(pos.step)
+                    history.tokens_seen.append(pos.tokens)
+                    history.train_loss.append(losses[0])
+                    history.val_loss.append(losses[1])
+                    bar.set_postfix(train=f"{losses[0]:.3f}", val=f"{losses[1]:.3f}")
+                    if on_eval is not None:
+                        on_eval(pos.epoch, history)
+                if pos.batch == n_batches:
+                    # The epoch is complete: hooks run before any checkpoint, so a resumed
+                    # run continues after them, exactly as an unbroken one does.
+                    if on_epoch_end is not None:
+                        model.eval()  # e.g. for a sample generation: no dropout
+                        try:
+                            on_epoch_end(pos.epoch, model)
+                        finally:
+                            model.train()
+                    pos.epoch, pos.batch = pos.epoch + 1, 0
+                if checkpoint_every is not None and pos.step % checkpoint_every == 0:
+                    flush()
+                    save()
+                    saved_at = pos.step
+                if pos.step >= total:
+                    break
+            resumed = False
     flush()
-    save()
+    if saved_at != pos.step:
+        save()
     return history

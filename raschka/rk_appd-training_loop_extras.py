@@ -28,9 +28,10 @@ from dlnotes.generate import generate
 from dlnotes.gpt import GPT, GPTConfig
 from dlnotes.gpt2_tokenizer import tiktoken_gpt2
 from dlnotes.loader import create_dataloader
+from dlnotes.losses import batch_loss
 from dlnotes.plots import plot_losses, plot_lr
 from dlnotes.schedule import warmup_cosine
-from dlnotes.train import batch_loss, grad_norm, ids_to_text, make_optimizer, text_to_ids, train
+from dlnotes.train import grad_norm, ids_to_text, make_optimizer, text_to_ids, train
 
 # %%
 SMOKE = env.SMOKE

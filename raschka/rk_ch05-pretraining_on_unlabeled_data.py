@@ -10,15 +10,17 @@
 # (greedy, temperature, top-k), save and restore a run, and finally load the weights
 # OpenAI released for GPT-2, which turn the same architecture into a fluent model.
 #
-# Library names introduced: `dlnotes.train` (`text_to_ids`, `ids_to_text`,
-# `batch_loss`, `loader_loss`, `perplexity`, `evaluate`, `make_optimizer`, `train`,
-# `History`), `dlnotes.checkpoint` (`save_checkpoint`, `load_checkpoint`),
-# `dlnotes.pretrained` (`load_gpt2`), `dlnotes.plots` (`plot_losses`). Also used:
-# `dlnotes.gpt`, `dlnotes.generate`, `dlnotes.loader`, `dlnotes.data`, `dlnotes.env`.
+# Library names introduced: `dlnotes.losses` (`batch_loss`, `loader_loss`,
+# `perplexity`, `evaluate`), `dlnotes.train` (`text_to_ids`, `ids_to_text`,
+# `make_optimizer`, `train`, `History`), `dlnotes.checkpoint` (`save_checkpoint`,
+# `load_checkpoint`), `dlnotes.pretrained` (`load_gpt2`), `dlnotes.plots`
+# (`plot_losses`). Also used: `dlnotes.gpt`, `dlnotes.generate`, `dlnotes.loader`,
+# `dlnotes.data`, `dlnotes.env`.
 #
 # Runtime: full mode trains the book's model for 10 epochs (90 steps of 512 tokens):
-# a few minutes on a recent CPU with bf16, seconds on a GPU; the GPT-2 download is
-# 548 MB once. Smoke mode (`DLNOTES_SMOKE=1`) trains a tiny model for 3 steps: seconds.
+# 10-20 minutes on a 2-core CPU in float32, a few minutes in bf16 on a CPU with AMX,
+# under a minute on a GPU; the GPT-2 download is 548 MB once. Smoke mode
+# (`DLNOTES_SMOKE=1`) trains a tiny model for 3 steps: seconds.
 
 # %%
 import math
@@ -34,17 +36,10 @@ from dlnotes.generate import generate, sample_next
 from dlnotes.gpt import GPT, GPTConfig
 from dlnotes.gpt2_tokenizer import tiktoken_gpt2
 from dlnotes.loader import create_dataloader
+from dlnotes.losses import batch_loss, loader_loss, perplexity
 from dlnotes.plots import plot_losses
 from dlnotes.pretrained import load_gpt2
-from dlnotes.train import (
-    batch_loss,
-    ids_to_text,
-    loader_loss,
-    make_optimizer,
-    perplexity,
-    text_to_ids,
-    train,
-)
+from dlnotes.train import ids_to_text, make_optimizer, text_to_ids, train
 
 # %%
 SMOKE = env.SMOKE
@@ -63,7 +58,9 @@ print(env.banner(DEVICE))
 #
 # Two small helpers carry text across the model boundary: `text_to_ids` encodes a
 # string and adds the batch dimension the model expects, `ids_to_text` goes back. An
-# untrained model continues a prompt with random tokens.
+# untrained model continues a prompt with random tokens. `GPT` creates its weights in
+# the same order as the book's `GPTModel`, so with the same seed the full-size model
+# starts from the very same weights and writes the book's gibberish.
 
 # %%
 torch.manual_seed(123)
@@ -72,6 +69,9 @@ prompt = text_to_ids("Every effort moves you", tokenizer)
 out = generate(model, prompt.to(DEVICE), max_new_tokens=10)
 print(ids_to_text(out, tokenizer))
 assert prompt.tolist() == [[6109, 3626, 6100, 345]] and out.shape == (1, 14)
+if not SMOKE:
+    book = "Every effort moves you rentingetic wasnم refres RexMeCHicular stren"
+    assert ids_to_text(out, tokenizer) == book
 
 # %% [markdown]
 # ### 5.1.2 Calculating the text generation loss
@@ -91,6 +91,9 @@ probas = torch.softmax(logits, dim=-1)
 target_probas = probas.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (2, 3)
 print("probability of each correct next token:\n", target_probas)
 assert probas.shape == (2, 3, 50257) and (target_probas < 1e-3).all()  # untrained: ~1/50257
+if not SMOKE:
+    book = torch.tensor([7.4541e-05, 3.1061e-05, 1.1563e-05])
+    assert torch.allclose(target_probas[0], book, rtol=1e-3)
 
 # %% [markdown]
 # Multiplying many small probabilities underflows, so we add their logarithms instead.
@@ -105,15 +108,17 @@ loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 print(f"by hand {neg_avg_log_proba:.4f}, F.cross_entropy {loss:.4f}")
 assert torch.isclose(neg_avg_log_proba, loss, atol=1e-4)
 assert math.isclose(batch_loss(model, inputs, targets).item(), loss.item(), abs_tol=1e-4)
-assert abs(loss.item() - math.log(50257)) < 0.5  # the book's random model: 10.7940
+assert abs(loss.item() - math.log(50257)) < 0.5
+assert SMOKE or abs(loss.item() - 10.7940) < 1e-3  # the book's number
 
 # %% [markdown]
 # **Perplexity** is `exp(loss)`: the number of tokens the model is, in effect, choosing
-# between uniformly. Untrained, that is about the whole vocabulary (the book: 48,726).
+# between uniformly. Untrained, that is about the whole vocabulary (the book: 48,725.8).
 
 # %%
 print(f"perplexity {perplexity(loss.item()):,.0f} (vocabulary: 50,257)")
 assert 20_000 < perplexity(loss.item()) < 100_000
+assert SMOKE or abs(perplexity(loss.item()) - 48_725.8) < 5
 
 # %% [markdown]
 # ### 5.1.3 Calculating the training and validation set losses
@@ -138,14 +143,15 @@ assert (train_tokens, val_tokens) == (4_608, 512)
 
 # %% [markdown]
 # `loader_loss` averages `batch_loss` over a loader's batches. Before training, both
-# losses sit near ln(50,257) ≈ 10.8 (the book: 10.988 and 10.981).
+# losses sit near ln(50,257) ≈ 10.8 (the book: 10.98758 and 10.98111).
 
 # %%
-with torch.no_grad():
-    train_loss, val_loss = loader_loss(model, train_loader), loader_loss(model, val_loader)
+n_batches = env.choose(full=None, smoke=2)  # None: all batches
+train_loss = loader_loss(model, train_loader, n_batches)
+val_loss = loader_loss(model, val_loader, n_batches)
 print(f"training loss {train_loss:.3f}, validation loss {val_loss:.3f}")
-tolerance = 0.3 if SMOKE else 0.1  # the tiny smoke model starts a little further off
-assert abs(train_loss - 10.99) < tolerance and abs(val_loss - 10.98) < tolerance
+tolerance = 0.3 if SMOKE else 2e-3  # the tiny smoke model starts a little further off
+assert abs(train_loss - 10.98758) < tolerance and abs(val_loss - 10.98111) < tolerance
 env.show(loader_loss)
 
 # %% [markdown]
@@ -205,6 +211,11 @@ else:
 # after a couple of epochs and then creeps up: on a 5,000-token story a 124M-parameter
 # model memorises its training text (the samples quote it) instead of learning
 # English. Real pretraining uses billions of tokens and sees most of them once.
+#
+# In float32 on a CPU the run repeats the book's digit for digit, from 9.781 / 9.933 at
+# step 0 to 0.391 / 6.452 at step 85, samples included: same initial weights, same
+# batch order, same dropout masks. With bf16 (a GPU, or a CPU with AMX) the numbers
+# drift a little but stay in the same band.
 
 # %%
 plot_losses(history, tokens_per_epoch=train_tokens)
@@ -345,8 +356,7 @@ if gpt2 is not None:
     prompt = text_to_ids("Every effort moves you", tokenizer).to(DEVICE)
     ids = generate(gpt2, prompt, 25, temperature=1.5, top_k=50)
     print(ids_to_text(ids, tokenizer))
-    n = env.choose(full=None, smoke=1)
-    gpt2_losses = (loader_loss(gpt2, train_loader, n), loader_loss(gpt2, val_loader, n))
+    gpt2_losses = (loader_loss(gpt2, train_loader, n_batches), loader_loss(gpt2, val_loader))
     print(f"GPT-2 124M: train loss {gpt2_losses[0]:.3f}, val loss {gpt2_losses[1]:.3f}")
     if not SMOKE:
         assert abs(gpt2_losses[0] - 3.755) < 0.02 and abs(gpt2_losses[1] - 3.560) < 0.02
@@ -365,7 +375,8 @@ if gpt2 is not None:
 # - Checkpoints hold model, optimizer and random state, written atomically.
 # - OpenAI's GPT-2 weights drop into the same architecture.
 #
-# Now in the library: `dlnotes.train` (`text_to_ids`, `ids_to_text`, `batch_loss`,
-# `loader_loss`, `perplexity`, `evaluate`, `make_optimizer`, `train`, `History`),
-# `dlnotes.checkpoint` (`save_checkpoint`, `load_checkpoint`), `dlnotes.pretrained`
-# (`load_gpt2`, `fetch_weights`), `dlnotes.plots` (`plot_losses`, `plot_lr`).
+# Now in the library: `dlnotes.losses` (`batch_loss`, `loader_loss`, `perplexity`,
+# `evaluate`), `dlnotes.train` (`text_to_ids`, `ids_to_text`, `make_optimizer`,
+# `train`, `History`), `dlnotes.checkpoint` (`save_checkpoint`, `load_checkpoint`),
+# `dlnotes.pretrained` (`load_gpt2`, `fetch_weights`), `dlnotes.plots`
+# (`plot_losses`, `plot_lr`).

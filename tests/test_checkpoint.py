@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -55,6 +56,9 @@ def test_round_trip_restores_everything(tmp_path):
     # Only tensors and plain values inside: PyTorch's safe loader accepts the file.
     assert torch.load(path, weights_only=True)["format"] == ckpt.FORMAT
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's 0600
 
 
 def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):

@@ -11,22 +11,13 @@ import textwrap
 
 import pytest
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from dlnotes.env import seed_everything
 from dlnotes.errors import CheckpointError, InputError
 from dlnotes.gpt import GPT, GPTConfig
-from dlnotes.train import (
-    History,
-    amp_dtype,
-    batch_loss,
-    evaluate,
-    loader_loss,
-    make_optimizer,
-    perplexity,
-    train,
-)
+from dlnotes.losses import loader_loss
+from dlnotes.train import History, ids_to_text, make_optimizer, text_to_ids, train
 
 TEXT = "Every effort moves you forward, and every step counts when you learn by doing. "
 
@@ -79,36 +70,6 @@ def test_history_counts_steps_tokens_and_book_eval_points():
     assert hist.tokens_seen == [4 * 32 * s for s in hist.eval_steps]
 
 
-def test_uniform_model_loss_is_log_vocab():
-    class Uniform(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.dummy = nn.Parameter(torch.zeros(()))
-
-        def forward(self, idx: torch.Tensor) -> torch.Tensor:
-            return self.dummy + torch.zeros(*idx.shape, 50257)
-
-    loader = byte_loader(TEXT * 2)
-    loss = loader_loss(Uniform(), loader)
-    assert loss == pytest.approx(math.log(50257), rel=1e-6)
-    assert perplexity(loss) == pytest.approx(50257, rel=1e-5)
-
-
-def test_batch_loss_matches_explicit_log_softmax():
-    model = tiny_model()
-    x, y = next(iter(byte_loader(TEXT * 2)))
-    logp = torch.log_softmax(model(x), dim=-1)
-    expected = -logp.gather(-1, y.unsqueeze(-1)).mean()
-    assert batch_loss(model, x, y).item() == pytest.approx(expected.item(), rel=1e-5)
-
-
-def test_evaluate_uses_eval_mode_and_restores_training_mode():
-    model = tiny_model(drop_rate=0.5).train()
-    loader = byte_loader(TEXT * 2)
-    a, b = evaluate(model, loader, loader, num_batches=2), evaluate(model, loader, loader, 2)
-    assert a == b and model.training  # no dropout while evaluating
-
-
 def test_clipping_limits_the_update():
     seed_everything(3)
     loader = byte_loader(TEXT * 2)
@@ -134,18 +95,19 @@ def test_bf16_autocast_stays_in_the_float32_loss_band():
     assert losses[torch.bfloat16] == pytest.approx(losses[None], abs=0.15)
 
 
-def test_amp_choice():
-    cpu = torch.device("cpu")
-    assert amp_dtype(cpu, None) is None and amp_dtype(cpu, "bf16") is torch.bfloat16
-    assert amp_dtype(cpu, "auto") in (None, torch.bfloat16)
-    with pytest.raises(InputError, match="'fp8'"):
-        amp_dtype(cpu, "fp8")
-
-
 def test_make_optimizer_uses_the_fused_kernel_on_cpu():
     opt = make_optimizer(tiny_model(), lr=4e-4, weight_decay=0.1)
     group = opt.param_groups[0]
     assert group["fused"] and group["lr"] == 4e-4 and group["weight_decay"] == 0.1
+
+
+def test_text_ids_round_trip_matches_tiktoken(data_file):
+    import tiktoken
+
+    text = data_file("the-verdict").read_text(encoding="utf-8")[:300]
+    ids = text_to_ids(text)
+    assert ids.shape[0] == 1 and ids[0].tolist() == tiktoken.get_encoding("gpt2").encode(text)
+    assert ids_to_text(ids) == ids_to_text(ids[0].tolist()) == text
 
 
 def test_text_too_short_for_one_batch():

@@ -1,0 +1,123 @@
+"""Next-token losses of a language model: batch and loader loss, perplexity, evaluation.
+
+Follows Raschka, *Build a Large Language Model (From Scratch)*, section 5.1
+(``calc_loss_batch``, ``calc_loss_loader``, ``evaluate_model``;
+https://github.com/rasbt/LLMs-from-scratch/tree/main/ch05), and adds the choice of
+a mixed-precision (autocast) dtype that `dlnotes.train` uses for its steps too.
+
+Symbols: B batch, T tokens per row, V vocabulary size.
+
+Leaves out: losses over padded batches (ignore_index, masks) and token-level
+accuracy, which the fine-tuning chapters add.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dlnotes.errors import InputError
+
+AmpArg = torch.dtype | str | None
+
+
+def amp_dtype(device: torch.device, amp: AmpArg = "auto") -> torch.dtype | None:
+    """The autocast dtype to train with on `device` (None: plain float32).
+
+    ``"auto"`` picks bfloat16 where matrix products run much faster in it (CUDA with
+    compute capability 8+, CPUs with AMX tiles), else float32. (AVX512-BF16 alone
+    multiplies bf16 no faster than float32, and the casts then cost time.)
+
+    >>> amp_dtype(torch.device("cpu"), None) is None
+    True
+    """
+    if amp is None or isinstance(amp, torch.dtype):
+        return amp
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp != "auto":
+        raise InputError(f"amp must be 'auto', 'bf16', a torch dtype or None, got {amp!r}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        return torch.bfloat16 if amx else None
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """`torch.autocast` to `dtype` on `device`, or nothing when `dtype` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def batch_loss(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy of the model's next-token logits (B, T, V) against targets (B, T)."""
+    device = _device_of(model)
+    logits = model(inputs.to(device, non_blocking=True))
+    # float(): under autocast the logits are bf16; the loss is computed in float32.
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.to(device).flatten())
+
+
+@torch.no_grad()
+def loader_loss(
+    model: nn.Module, loader: Iterable, num_batches: int | None = None, amp: AmpArg = None
+) -> float:
+    """Average `batch_loss` over the first `num_batches` batches of `loader` (all if None).
+
+    Leaves the model's train/eval mode as it is, like the book's ``calc_loss_loader``.
+    """
+    available = len(loader)  # type: ignore[arg-type]
+    if available == 0:
+        raise InputError(
+            "the data loader has no batches: the text is too short for one batch "
+            "(use a longer text, a smaller batch_size or max_length, or drop_last=False)"
+        )
+    n = available if num_batches is None else min(num_batches, available)
+    device = _device_of(model)
+    total = torch.zeros((), device=device)
+    with autocast(device, amp_dtype(device, amp)):
+        for i, (inputs, targets) in enumerate(loader):
+            if i == n:
+                break
+            total += batch_loss(model, inputs, targets)
+    return total.item() / n
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss): the effective number of equally likely next tokens.
+
+    >>> round(perplexity(math.log(50257)))
+    50257
+    """
+    return math.exp(loss)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    train_loader: Iterable,
+    val_loader: Iterable,
+    num_batches: int | None = None,
+    amp: AmpArg = None,
+) -> tuple[float, float]:
+    """(train loss, val loss) in eval mode (no dropout); restores the previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        return (
+            loader_loss(model, train_loader, num_batches, amp),
+            loader_loss(model, val_loader, num_batches, amp),
+        )
+    finally:
+        model.train(was_training)
