@@ -89,12 +89,14 @@ def make_optimizer(
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if fused is None:
-        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+        try:  # a private helper; PyTorch < 2.4 has no fused CPU kernel anyway
+            from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
+            supported = set(_get_fused_kernels_supported_devices())
+        except ImportError:
+            supported = {"cuda"}
         kinds = {p.device.type for p in params}
-        fused = kinds <= set(_get_fused_kernels_supported_devices()) and all(
-            p.dtype.is_floating_point for p in params
-        )
+        fused = kinds <= supported and all(p.dtype.is_floating_point for p in params)
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
