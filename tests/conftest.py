@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,70 @@ def data_file() -> Callable[[str], Path]:
             pytest.skip(f"data not available offline: {exc}")
 
     return get
+
+
+@pytest.fixture(scope="session")
+def verdict() -> str:
+    """The text of the-verdict (Raschka ch02/ch05); skips if it cannot be had."""
+    from dlnotes.data import fetch
+    from dlnotes.errors import DataError
+
+    try:
+        return fetch("the-verdict").read_text(encoding="utf-8")
+    except DataError as exc:
+        pytest.skip(f"data not available offline: {exc}")
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Run a module's tiny models on one thread: threads gain nothing at these sizes,
+    and waiting threads cost seconds when other jobs share the CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def hf_pair() -> Callable[..., tuple]:
+    """Factory for a random Hugging Face GPT-2 (eval, no dropout) and our GPT holding its
+    weights: ``hf, ours = hf_pair(n_layer, n_head, n_embd, n_positions, vocab_size)``."""
+    transformers = pytest.importorskip("transformers")
+    from dlnotes.gpt2_weights import config_from_hf, convert_hf_state_dict, model_from_state_dict
+
+    def make(
+        n_layer: int,
+        n_head: int,
+        n_embd: int,
+        n_positions: int,
+        vocab_size: int,
+        attn: str = "sdpa",
+        init_range: float = 0.2,
+    ) -> tuple:
+        config = transformers.GPT2Config(
+            n_layer=n_layer,
+            n_head=n_head,
+            n_embd=n_embd,
+            n_positions=n_positions,
+            vocab_size=vocab_size,
+            # GPT-2's 0.02 makes a random model repeat one token; larger weights vary its logits
+            initializer_range=init_range,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=0,
+            eos_token_id=0,
+            attn_implementation=attn,
+        )
+        hf = transformers.GPT2LMHeadModel(config).eval()
+        assert hf.config._attn_implementation == attn
+        cfg = config_from_hf(config.to_dict())
+        ours = model_from_state_dict(convert_hf_state_dict(hf.state_dict(), cfg), cfg).eval()
+        return hf, ours
+
+    return make
 
 
 @pytest.fixture(autouse=True)

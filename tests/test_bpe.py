@@ -42,16 +42,6 @@ def naive_train(text: str, n_merges: int, pattern: str | None = GPT2_PATTERN) ->
     return merges
 
 
-@pytest.fixture(scope="module")
-def verdict() -> str:
-    from dlnotes.data import fetch
-
-    try:
-        return fetch("the-verdict").read_text(encoding="utf-8")
-    except DataError as exc:
-        pytest.skip(f"data not available offline: {exc}")
-
-
 @given(st.lists(st.integers(0, 3), max_size=30), st.integers(0, 3), st.integers(0, 3))
 @FAST
 def test_merge_equals_str_replace(ids: list[int], left: int, right: int) -> None:

@@ -10,38 +10,10 @@ import torch
 from dlnotes.errors import InputError
 from dlnotes.generate import PackedLinear, cpu_bfloat16, generate, sample_next, stream
 from dlnotes.gpt import GPT, GPTConfig
-from dlnotes.gpt2_weights import config_from_hf, convert_hf_state_dict, model_from_state_dict
 
 transformers = pytest.importorskip("transformers")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine waiting threads cost seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def hf_pair(n_layer: int, n_head: int, n_embd: int, n_positions: int, vocab_size: int):
-    """A random HF GPT-2 (no dropout, eval) and our model holding its weights."""
-    config = transformers.GPT2Config(
-        n_layer=n_layer,
-        n_head=n_head,
-        n_embd=n_embd,
-        n_positions=n_positions,
-        vocab_size=vocab_size,
-        initializer_range=0.3,  # random GPT-2 init repeats one token; this varies the output
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    hf = transformers.GPT2LMHeadModel(config).eval()
-    cfg = config_from_hf(config.to_dict())
-    return hf, model_from_state_dict(convert_hf_state_dict(hf.state_dict(), cfg), cfg).eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def hf_greedy(hf, idx: torch.Tensor, n: int, eos: int | None = None) -> torch.Tensor:
@@ -57,8 +29,8 @@ def hf_greedy(hf, idx: torch.Tensor, n: int, eos: int | None = None) -> torch.Te
 
 
 @pytest.mark.parametrize("sizes", [(2, 4, 32, 48, 101), (3, 2, 16, 40, 300)])
-def test_greedy_equals_huggingface(sizes: tuple) -> None:
-    hf, ours = hf_pair(*sizes)
+def test_greedy_equals_huggingface(sizes: tuple, hf_pair) -> None:
+    hf, ours = hf_pair(*sizes, init_range=0.3)
     idx = torch.randint(0, sizes[4], (3, 6))
     want = hf_greedy(hf, idx, 30)
     assert len(set(want[0, 6:].tolist())) > 3, "degenerate reference output"
@@ -66,8 +38,8 @@ def test_greedy_equals_huggingface(sizes: tuple) -> None:
         assert torch.equal(generate(ours, idx, 30, use_cache=use_cache), want)
 
 
-def test_eos_stops_and_pads_like_huggingface() -> None:
-    hf, ours = hf_pair(2, 4, 32, 48, 101)
+def test_eos_stops_and_pads_like_huggingface(hf_pair) -> None:
+    hf, ours = hf_pair(2, 4, 32, 48, 101, init_range=0.3)
     idx = torch.randint(0, 101, (2, 4))
     free = generate(ours, idx, 20)
     eos = int(free[0, 4])  # row 0 ends at once; row 1 runs on until it makes this token
@@ -80,9 +52,9 @@ def test_eos_stops_and_pads_like_huggingface() -> None:
 
 
 @pytest.mark.parametrize("prompt_len, new", [(5, 35), (40, 1), (20, 40), (3, 60)])
-def test_cached_equals_uncached(prompt_len: int, new: int) -> None:
+def test_cached_equals_uncached(prompt_len: int, new: int, hf_pair) -> None:
     """Up to the context length (40) exactly, and past it, where both crop."""
-    _, model = hf_pair(2, 4, 32, 40, 101)
+    _, model = hf_pair(2, 4, 32, 40, 101, init_range=0.3)
     idx = torch.randint(0, 101, (3, prompt_len))
     for kwargs in [{}, {"temperature": 1.5, "top_k": 20}]:
         runs = []
@@ -136,8 +108,8 @@ def test_top_k_keeps_only_the_k_largest() -> None:
     assert torch.equal(sample_next(logits, 1.0, top_k=1, generator=gen), logits.argmax(-1))
 
 
-def test_bfloat16_model_tracks_float32() -> None:
-    _, model = hf_pair(2, 4, 32, 40, 101)
+def test_bfloat16_model_tracks_float32(hf_pair) -> None:
+    _, model = hf_pair(2, 4, 32, 40, 101, init_range=0.3)
     idx = torch.randint(0, 101, (2, 10))
     with torch.no_grad():
         ref = model(idx)
@@ -148,9 +120,9 @@ def test_bfloat16_model_tracks_float32() -> None:
     assert out.shape == (2, 25) and int(out.max()) < 101
 
 
-def test_cpu_bfloat16_equals_a_bfloat16_model() -> None:
+def test_cpu_bfloat16_equals_a_bfloat16_model(hf_pair) -> None:
     """Prepacking changes the memory layout, not the arithmetic."""
-    _, model = hf_pair(2, 4, 32, 40, 101)
+    _, model = hf_pair(2, 4, 32, 40, 101, init_range=0.3)
     fast = cpu_bfloat16(model)
     assert not any(isinstance(m, torch.nn.Linear) for m in fast.modules())
     assert sum(isinstance(m, PackedLinear) for m in fast.modules()) == 2 * 4 + 1

@@ -10,42 +10,10 @@ from torch import nn
 
 from dlnotes.errors import InputError
 from dlnotes.gpt import GELU, GPT, GPTConfig, LayerNorm
-from dlnotes.gpt2_weights import config_from_hf, convert_hf_state_dict, model_from_state_dict
 
 transformers = pytest.importorskip("transformers")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine waiting threads cost seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def hf_pair(
-    n_layer: int, n_head: int, n_embd: int, n_positions: int, vocab_size: int, attn: str = "sdpa"
-) -> tuple[nn.Module, GPT]:
-    """A random HF GPT-2 (no dropout, eval) and our model holding its weights."""
-    config = transformers.GPT2Config(
-        n_layer=n_layer,
-        n_head=n_head,
-        n_embd=n_embd,
-        n_positions=n_positions,
-        vocab_size=vocab_size,
-        initializer_range=0.2,  # larger than GPT-2's 0.02 so logits vary a lot across tokens
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=0,
-        attn_implementation=attn,
-    )
-    hf = transformers.GPT2LMHeadModel(config).eval()
-    assert hf.config._attn_implementation == attn
-    cfg = config_from_hf(config.to_dict())
-    return hf, model_from_state_dict(convert_hf_state_dict(hf.state_dict(), cfg), cfg).eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # (layers, heads, dims, context, vocab, HF attention)
@@ -58,7 +26,7 @@ CONFIGS = [
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "L{}-H{}-D{}-T{}-V{}-{}".format(*c))
-def test_logits_equal_huggingface(config: tuple) -> None:
+def test_logits_equal_huggingface(config: tuple, hf_pair) -> None:
     *sizes, attn = config
     hf, ours = hf_pair(*sizes, attn=attn)
     ctx, vocab = sizes[3], sizes[4]
@@ -71,7 +39,7 @@ def test_logits_equal_huggingface(config: tuple) -> None:
         torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
 
 
-def test_last_only_and_cached_chunks_equal_full_forward() -> None:
+def test_last_only_and_cached_chunks_equal_full_forward(hf_pair) -> None:
     _, model = hf_pair(2, 4, 32, 24, 101)
     idx = torch.randint(0, 101, (2, 24))
     with torch.no_grad():

@@ -17,14 +17,7 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 
 TINY = dict(n_layer=2, n_head=4, n_embd=32, n_positions=24, vocab_size=97)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine waiting threads cost seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

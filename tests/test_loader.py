@@ -19,17 +19,6 @@ def book_windows(ids: list[int], max_length: int, stride: int) -> list[tuple[lis
     ]
 
 
-@pytest.fixture(scope="module")
-def verdict() -> str:
-    from dlnotes.data import fetch
-    from dlnotes.errors import DataError
-
-    try:
-        return fetch("the-verdict").read_text(encoding="utf-8")
-    except DataError as exc:
-        pytest.skip(f"data not available offline: {exc}")
-
-
 def test_book_batches_stride_1(verdict: str) -> None:
     batches = iter(create_dataloader(verdict, batch_size=1, max_length=4, stride=1, shuffle=False))
     x, y = next(batches)

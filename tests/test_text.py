@@ -11,17 +11,6 @@ BOOK_SENTENCE = """"It's the last he painted, you know,"
        Mrs. Gisburn said with pardonable pride."""
 
 
-@pytest.fixture(scope="module")
-def verdict() -> str:
-    from dlnotes.data import fetch
-    from dlnotes.errors import DataError
-
-    try:
-        return fetch("the-verdict").read_text(encoding="utf-8")
-    except DataError as exc:
-        pytest.skip(f"data not available offline: {exc}")
-
-
 def test_split_matches_book_counts(verdict: str) -> None:
     words = split_words(verdict)
     assert len(verdict) == 20_479

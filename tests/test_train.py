@@ -21,6 +21,8 @@ from dlnotes.train import History, ids_to_text, make_optimizer, text_to_ids, tra
 
 TEXT = "Every effort moves you forward, and every step counts when you learn by doing. "
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def byte_loader(text: str, T: int = 32, stride: int = 8, batch_size: int = 4, **kw) -> DataLoader:
     """Sliding windows over the text's bytes (a 256-token vocabulary keeps the model tiny)."""
@@ -29,15 +31,6 @@ def byte_loader(text: str, T: int = 32, stride: int = 8, batch_size: int = 4, **
     x = torch.stack([ids[i : i + T] for i in starts]) if starts else torch.zeros(0, T).long()
     y = torch.stack([ids[i + 1 : i + T + 1] for i in starts]) if starts else x
     return DataLoader(TensorDataset(x, y), batch_size=batch_size, drop_last=True, **kw)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models run fastest on one thread, and do not stall when other jobs share the CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_model(drop_rate: float = 0.0) -> GPT:
