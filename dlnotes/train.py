@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from dlnotes.checkpoint import load_checkpoint, save_checkpoint
 from dlnotes.errors import CheckpointError, InputError
@@ -116,6 +117,29 @@ class History:
 
     def as_dict(self) -> dict[str, list]:
         return dataclasses.asdict(self)
+
+
+def print_eval(epoch: int, history: History) -> None:
+    """An ``on_eval`` callback for `train`: the step and the latest train and val losses."""
+    # tqdm.write keeps the progress bar of `train` on its own line
+    tqdm.write(
+        f"Ep {epoch + 1} (step {history.eval_steps[-1] - 1:06d}): "
+        f"train loss {history.train_loss[-1]:.3f}, val loss {history.val_loss[-1]:.3f}"
+    )
+
+
+def print_sample(
+    prompt: str, tokenizer: Any = None, max_new_tokens: int = 50
+) -> Callable[[int, nn.Module], None]:
+    """An ``on_epoch_end`` callback for `train` that prints the greedy continuation of `prompt`."""
+    from dlnotes.generate import generate  # generate -> gpt; imported late to keep train light
+
+    def show(epoch: int, model: nn.Module) -> None:
+        device = next(model.parameters()).device
+        ids = generate(model, text_to_ids(prompt, tokenizer).to(device), max_new_tokens)
+        tqdm.write("    " + ids_to_text(ids, tokenizer).replace("\n", " "))
+
+    return show
 
 
 @dataclass
@@ -240,8 +264,6 @@ def train(
                 "batches_per_epoch": n_batches,
             }
             save_checkpoint(checkpoint, model, optimizer, scheduler, step=pos.step, extra=extra)
-
-    from tqdm.auto import tqdm
 
     pending: list[Tensor] = []  # step losses and norms stay on the device: no sync per step
     norms: list[Tensor] = []

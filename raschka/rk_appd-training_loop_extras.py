@@ -24,14 +24,19 @@ import matplotlib.pyplot as plt
 import torch
 
 from dlnotes import data, env
-from dlnotes.generate import generate
 from dlnotes.gpt import GPT, GPTConfig
 from dlnotes.gpt2_tokenizer import tiktoken_gpt2
 from dlnotes.loader import create_dataloader
 from dlnotes.losses import batch_loss
 from dlnotes.plots import plot_losses, plot_lr
 from dlnotes.schedule import warmup_cosine
-from dlnotes.train import grad_norm, ids_to_text, make_optimizer, text_to_ids, train
+from dlnotes.train import (
+    grad_norm,
+    make_optimizer,
+    print_eval,
+    print_sample,
+    train,
+)
 
 # %%
 SMOKE = env.SMOKE
@@ -155,18 +160,6 @@ scheduler = warmup_cosine(
 )
 
 
-def report(epoch, history):
-    print(
-        f"Ep {epoch + 1} (step {history.eval_steps[-1] - 1:06d}): "
-        f"train loss {history.train_loss[-1]:.3f}, val loss {history.val_loss[-1]:.3f}"
-    )
-
-
-def sample(epoch, model):
-    ids = generate(model, text_to_ids("Every effort moves you", tokenizer).to(DEVICE), 50)
-    print("   ", ids_to_text(ids, tokenizer).replace("\n", " "))
-
-
 # %%
 history = train(
     model,
@@ -179,8 +172,8 @@ history = train(
     eval_batches=1,
     scheduler=scheduler,
     grad_clip=1.0,
-    on_eval=report,
-    on_epoch_end=sample,
+    on_eval=print_eval,
+    on_epoch_end=print_sample("Every effort moves you", tokenizer),
 )
 print(f"final: train loss {history.train_loss[-1]:.3f}, val loss {history.val_loss[-1]:.3f}")
 assert len(history.lr) == train_steps and math.isclose(max(history.lr), 0.001)

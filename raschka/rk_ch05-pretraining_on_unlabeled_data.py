@@ -39,7 +39,7 @@ from dlnotes.loader import create_dataloader
 from dlnotes.losses import batch_loss, loader_loss, perplexity
 from dlnotes.plots import plot_losses
 from dlnotes.pretrained import load_gpt2
-from dlnotes.train import ids_to_text, make_optimizer, text_to_ids, train
+from dlnotes.train import ids_to_text, make_optimizer, print_eval, print_sample, text_to_ids, train
 
 # %%
 SMOKE = env.SMOKE
@@ -174,18 +174,6 @@ model = GPT(CFG).to(DEVICE)
 optimizer = make_optimizer(model, lr=4e-4, weight_decay=0.1)
 
 
-def report(epoch, history):
-    print(
-        f"Ep {epoch + 1} (step {history.eval_steps[-1] - 1:06d}): "
-        f"train loss {history.train_loss[-1]:.3f}, val loss {history.val_loss[-1]:.3f}"
-    )
-
-
-def sample(epoch, model):
-    ids = generate(model, text_to_ids("Every effort moves you", tokenizer).to(DEVICE), 50)
-    print("   ", ids_to_text(ids, tokenizer).replace("\n", " "))
-
-
 # %%
 history = train(
     model,
@@ -196,8 +184,8 @@ history = train(
     max_steps=MAX_STEPS,
     eval_every=env.choose(full=5, smoke=2),
     eval_batches=env.choose(full=5, smoke=1),
-    on_eval=report,
-    on_epoch_end=sample,
+    on_eval=print_eval,
+    on_epoch_end=print_sample("Every effort moves you", tokenizer),
 )
 final = (history.train_loss[-1], history.val_loss[-1])
 print(f"final: train loss {final[0]:.3f}, val loss {final[1]:.3f}")
