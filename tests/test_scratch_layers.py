@@ -262,8 +262,12 @@ def test_loading_weights_that_do_not_fit_names_the_problem(tmp_path: Path) -> No
         small.load_state_dict(state)
     ragged = small.state_dict()
     ragged["2.weight"][1] = ragged["2.weight"][1][:-1]
-    with pytest.raises(CheckpointError, match="2.weight"):
+    with pytest.raises(CheckpointError, match=r"2.weight is ragged or not all numbers"):
         small.load_state_dict(ragged)
+    wordy = small.state_dict()
+    wordy["0.bias"][3] = "0.5"
+    with pytest.raises(CheckpointError, match=r"0.bias is ragged .* a \[25\] tensor of numbers"):
+        small.load_state_dict(wordy)
     (tmp_path / "bad.json").write_text("[1, 2")
     with pytest.raises(CheckpointError, match="not a JSON weights file"):
         load_weights(small, tmp_path / "bad.json")

@@ -73,8 +73,9 @@ def test_images_and_labels_shapes(tmp_path: Path) -> None:
         ),
         (idx_bytes(8, (2, 3), "B", [1, 2, 3, 4, 5, 6]) + b"\x00", "too long"),
         (idx_bytes(0x0C, (2,), "i", [1, 2])[:-2], "of 4-byte values needs 16"),
+        (bytes([0, 0, 8, 0]), "a 0-dimensional array of 1-byte values needs 5"),
     ],
-    ids=["magic", "type", "short", "empty", "header", "truncated", "long", "int32"],
+    ids=["magic", "type", "short", "empty", "header", "truncated", "long", "int32", "scalar"],
 )
 def test_malformed_files_are_one_line_data_errors(
     tmp_path: Path, payload: bytes, says: str

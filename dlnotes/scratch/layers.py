@@ -93,9 +93,11 @@ class Layer:
             problems.append(f"unexpected {unexpected}")
         for name in sorted(own.keys() & state.keys()):
             if not _fits(state[name], own[name]):
+                want = shape(own[name])  # shape() reads first entries, so it can match
                 problems.append(
-                    f"{name} has shape {shape(state[name])} in the weights but "
-                    f"{shape(own[name])} in the model"
+                    f"{name} has shape {shape(state[name])} in the weights but {want} in the model"
+                    if shape(state[name]) != want
+                    else f"{name} is ragged or not all numbers; expected a {want} tensor of numbers"
                 )
         if problems:
             raise CheckpointError("the weights do not fit the model: " + "; ".join(problems))

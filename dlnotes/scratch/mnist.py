@@ -97,7 +97,8 @@ def read_idx(path: str | Path) -> Idx:
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "too long"
         raise DataError(
-            f"{path} is {what}: {len(raw):,} bytes, but a {'x'.join(map(str, dims))} array "
+            f"{path} is {what}: {len(raw):,} bytes, but a "
+            f"{'x'.join(map(str, dims)) or '0-dimensional'} array "
             f"of {size}-byte values needs {expected:,}"
         )
     data = array.array(typecode, raw[header:])
