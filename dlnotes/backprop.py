@@ -134,11 +134,15 @@ def loss_fn(name: str) -> Loss:
 
 @dataclass
 class Network:
-    """Weights ``W[l]``, biases ``b[l]`` and activations ``act[l]`` for ``l = 1 .. L``."""
+    """Weights ``W[l]``, biases ``b[l]`` and activations ``act[l]`` for ``l = 1 .. L``.
+
+    Weights and biases may be given as nested lists, activations by name; they are
+    stored as float64 arrays and `Activation`s.
+    """
 
     W: dict[int, Array]
     b: dict[int, Array]
-    act: dict[int, Activation]
+    act: dict[int, Activation | str]
 
     def __post_init__(self) -> None:
         if not self.W or sorted(self.W) != list(range(1, len(self.W) + 1)):
@@ -148,6 +152,15 @@ class Network:
                 f"W, b and act need the same layers: {sorted(self.W)}, "
                 f"{sorted(self.b)}, {sorted(self.act)}"
             )
+        # Accept nested lists and activation names too, as a reader may type them.
+        try:
+            self.W = {l: np.asarray(W, dtype=np.float64) for l, W in self.W.items()}
+            self.b = {l: np.asarray(b, dtype=np.float64) for l, b in self.b.items()}
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"weights and biases must be arrays of numbers: {exc}") from None
+        self.act = {
+            l: a if isinstance(a, Activation) else activation(a) for l, a in self.act.items()
+        }
         for l in self.W:
             W, b = self.W[l], self.b[l]
             if W.ndim != 2 or b.shape != (W.shape[0], 1):

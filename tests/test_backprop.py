@@ -174,6 +174,16 @@ def test_bad_configuration_is_an_input_error(call, message):
         call()
 
 
+def test_lists_and_activation_names_are_accepted_and_junk_is_an_input_error():
+    net = bp.Network({1: [[2.0, -1.0]]}, {1: [[0.5]]}, {1: "tanh"})
+    assert net.W[1].dtype == np.float64 and net.act[1] is bp.activation("tanh")
+    np.testing.assert_allclose(bp.forward(net, [[1.0], [1.0]]).a[1], np.tanh([[1.5]]))
+    with pytest.raises(InputError, match="unknown activation 'swish'"):
+        bp.Network({1: [[1.0]]}, {1: [[0.0]]}, {1: "swish"})
+    with pytest.raises(InputError, match="weights and biases must be arrays of numbers"):
+        bp.Network({1: [[1.0, 2.0], [3.0]]}, {1: [[0.0], [0.0]]}, {1: "tanh"})
+
+
 def test_bad_data_is_an_input_error():
     net = bp.Network.init([2, 3, 2], ["tanh", "identity"], np.random.default_rng(0))
     with pytest.raises(InputError, match=r"shape \(n0, m\) = \(2, m\).*got \(4, 2\)"):
