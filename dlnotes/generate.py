@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections.abc import Iterator
 
 import torch
@@ -44,14 +45,20 @@ def check_sampling(temperature: float, top_k: int | None, vocab_size: int) -> No
     >>> check_sampling(1.0, 0, 50257)
     Traceback (most recent call last):
     ...
-    dlnotes.errors.InputError: top_k must be in 1..50257 (the vocabulary size), got 0
+    dlnotes.errors.InputError: top_k must be an integer in 1..50257 (the vocabulary size), got 0
     """
     if not isinstance(temperature, (int, float)) or not temperature >= 0 or math.isinf(temperature):
         raise InputError(
-            f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}"
+            f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}"
         )
-    if top_k is not None and (isinstance(top_k, bool) or not 1 <= top_k <= vocab_size):
-        raise InputError(f"top_k must be in 1..{vocab_size} (the vocabulary size), got {top_k}")
+    if top_k is not None and (
+        isinstance(top_k, bool)
+        or not isinstance(top_k, numbers.Integral)
+        or not 1 <= top_k <= vocab_size
+    ):
+        raise InputError(
+            f"top_k must be an integer in 1..{vocab_size} (the vocabulary size), got {top_k!r}"
+        )
 
 
 def sample_next(
@@ -81,6 +88,11 @@ def sample_next(
 
 def _check_prompt(model: GPT, idx: Tensor, max_new_tokens: int, eos_id: int | None) -> None:
     vocab = model.cfg.vocab_size
+    if not isinstance(idx, Tensor):
+        raise InputError(
+            f"the prompt must be a tensor of token ids, got a {type(idx).__name__} "
+            "(use torch.tensor([ids]) for one sequence)"
+        )
     if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
         raise InputError(
             f"the prompt must be integer token ids of shape (batch, tokens), got a {idx.dtype} "

@@ -210,6 +210,8 @@ class GPT(nn.Module):
         ]
 
     def _check(self, idx: Tensor, start: int) -> None:
+        if not isinstance(idx, Tensor):
+            raise InputError(f"GPT expects a tensor of token ids, got a {type(idx).__name__}")
         if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
             raise InputError(
                 f"GPT expects integer token ids of shape (batch, tokens), got a {idx.dtype} "

@@ -147,14 +147,16 @@ def test_cpu_bfloat16_without_onednn(monkeypatch: pytest.MonkeyPatch) -> None:
         (torch.tensor([[5, 50257]]), {}, "prompt token id 50257 is outside the vocabulary"),
         (torch.tensor([[-3, 5]]), {}, "prompt token id -3 is outside"),
         (torch.tensor([5, 6]), {}, r"shape \(batch, tokens\)"),
-        (torch.tensor([[5]]), {"top_k": 0}, r"top_k must be in 1..50257 .*got 0"),
-        (torch.tensor([[5]]), {"top_k": 50258}, "top_k must be in 1..50257"),
+        (torch.tensor([[5]]), {"top_k": 0}, r"top_k must be an integer in 1..50257 .*got 0"),
+        (torch.tensor([[5]]), {"top_k": 50258}, "top_k must be an integer in 1..50257"),
+        (torch.tensor([[5]]), {"top_k": 2.5}, "top_k must be an integer .* got 2.5"),
+        ([[5, 6]], {}, "the prompt must be a tensor of token ids, got a list"),
         (torch.tensor([[5]]), {"temperature": -0.5}, "temperature must be .* got -0.5"),
         (torch.tensor([[5]]), {"temperature": float("nan")}, "temperature must be"),
         (torch.tensor([[5]]), {"eos_id": 50257}, "eos_id 50257 is outside"),
     ],
 )
-def test_bad_input(idx: torch.Tensor, kwargs: dict, message: str) -> None:
+def test_bad_input(idx: torch.Tensor | list, kwargs: dict, message: str) -> None:
     model = GPT(GPTConfig.tiny())
     with pytest.raises(InputError, match=message):
         generate(model, idx, 3, **kwargs)
