@@ -164,7 +164,8 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
-        reason = str(exc).split(". ")[0].splitlines()[0]
+        # The first sentence of torch's message; an empty file gives an EOFError with none.
+        reason = (str(exc).strip().split(". ")[0].splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated or corrupted?): {reason}"
         ) from None

@@ -73,6 +73,8 @@ def canonical_size(size: str) -> str:
     >>> canonical_size("gpt2-medium")
     '355M'
     """
+    if not isinstance(size, str):
+        raise InputError(f"the GPT-2 size must be a name such as '124M', got {size!r}")
     key = ALIASES.get(size.strip().lower(), size.strip().upper())
     if key not in MODELS:
         known = ", ".join([*MODELS, *ALIASES])

@@ -126,6 +126,10 @@ def test_truncated_and_foreign_files(tmp_path):
     with pytest.raises(CheckpointError, match="truncated or corrupted"):
         load_checkpoint(path, nn.Linear(8, 8))
 
+    path.write_bytes(b"")  # e.g. a copy that was interrupted before its first byte
+    with pytest.raises(CheckpointError, match="truncated or corrupted.*EOFError"):
+        load_checkpoint(path, nn.Linear(8, 8))
+
     foreign = tmp_path / "plain.pt"
     torch.save({"model_state_dict": nn.Linear(8, 8).state_dict()}, foreign)
     with pytest.raises(CheckpointError, match="not a dlnotes checkpoint"):

@@ -171,6 +171,11 @@ def test_unknown_size_lists_the_known_ones(size):
         load_gpt2(size)
 
 
+def test_size_that_is_not_a_name():
+    with pytest.raises(InputError, match="must be a name such as '124M', got 124"):
+        load_gpt2(124)  # type: ignore[arg-type]
+
+
 def test_aliases():
     assert [pretrained.canonical_size(s) for s in ("small", "GPT2-XL", "774m")] == [
         "124M",
