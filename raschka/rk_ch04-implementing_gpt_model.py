@@ -469,5 +469,5 @@ assert "".join(pieces) == tokenizer.decode(generate(model, ids, 8)[0, 4:].tolist
 # `.preset(name)`), `LayerNorm`, `GELU`, `FeedForward`, `TransformerBlock`, `GPT` (with
 # `new_cache`, `num_parameters`, `last_only=`); `dlnotes.generate` — `generate`
 # (greedy, `temperature`, `top_k`, `eos_id`, `use_cache`, `generator`), `stream`,
-# `sample_next`. Chapter 5 trains this model and loads OpenAI's weights into it with
+# `sample_next`, `cpu_bfloat16`. Chapter 5 trains this model and loads OpenAI's weights into it with
 # `dlnotes.gpt2_weights`.
