@@ -23,6 +23,7 @@ the ranks run on the CPU. Left out: multi-node jobs, fault tolerance, mixed prec
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -184,6 +185,11 @@ def train(
             (out / f"rank{rank}.json").write_text(json.dumps(asdict(result)))
         return result
     finally:
+        # Free the DDP wrapper (it sits in reference cycles) while the process group is
+        # alive: freed during interpreter shutdown instead, it sometimes aborts the process
+        # with "terminate called without an active exception" (gloo, torch 2.13).
+        ddp_model = None
+        gc.collect()
         dist.destroy_process_group()
 
 
