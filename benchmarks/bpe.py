@@ -1,6 +1,6 @@
 """Our byte-level BPE (pure Python) against tiktoken (Rust): encoding and training speed.
 
-    python benchmarks/bpe.py            full run (about ten seconds)
+    python benchmarks/bpe.py            full run (a few seconds)
     python benchmarks/bpe.py --quick    fewer repeats (also with DLNOTES_SMOKE=1)
 
 Encodes the-verdict and the 1,100 instruction entries (joined into one text) with

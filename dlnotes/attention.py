@@ -17,6 +17,7 @@ grouped-query attention.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,8 @@ from dlnotes.errors import InputError
 
 def _check_positive(**sizes: int) -> None:
     for name, value in sizes.items():
-        if value < 1:
+        # A float such as 2.0 would pass `< 1` and fail later, obscurely, inside `view`.
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value}")
 
 

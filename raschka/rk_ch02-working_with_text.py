@@ -156,6 +156,7 @@ assert split_words(tokenizer.decode(ids)) == split_words(text)  # the words surv
 # %%
 try:
     tokenizer.encode("Hello, do you like tea?")
+    raise AssertionError("an unknown word should have been refused")
 except InputError as err:
     print(f"error: {err}")
     assert "'Hello'" in str(err)
@@ -334,8 +335,10 @@ assert torch.equal(inputs[:, 1:], targets[:, :-1])
 # %%
 try:
     create_dataloader("Hello, world", batch_size=1, max_length=256)
+    raise AssertionError("a 3-token text should have been refused")
 except InputError as err:
     print(f"error: {err}")
+    assert "has 3 tokens" in str(err) and "at least 257" in str(err)
 
 # %% [markdown]
 # ## 2.7 Creating token embeddings
