@@ -17,20 +17,17 @@ grouped-query attention.
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dlnotes.errors import InputError
+from dlnotes.errors import InputError, require_int
 
 
 def _check_positive(**sizes: int) -> None:
     for name, value in sizes.items():
-        # A float such as 2.0 would pass `< 1` and fail later, obscurely, inside `view`.
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value}")
+        require_int(name, value)
 
 
 class KVCache:

@@ -8,6 +8,7 @@ makes the interpreter (and IPython / Jupyter) print just ``error: <message>``.
 
 from __future__ import annotations
 
+import numbers
 import sys
 from types import TracebackType
 
@@ -26,6 +27,23 @@ class DataError(DlnotesError):
 
 class CheckpointError(DlnotesError):
     """A checkpoint that does not fit the model, or is corrupted."""
+
+
+def require_int(name: str, value: object, minimum: int = 1) -> int:
+    """`value` if it is an integer >= `minimum`, else an `InputError` naming it.
+
+    Booleans and floats such as ``2.0`` are refused here, rather than failing later
+    and obscurely inside a reshape or a range.
+
+    >>> require_int("stride", 4)
+    4
+    >>> require_int("stride", 0)
+    Traceback (most recent call last):
+    dlnotes.errors.InputError: stride must be an integer >= 1, got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def _format(exc: BaseException) -> str:

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from dlnotes.errors import InputError
+from dlnotes.errors import InputError, require_int
 from dlnotes.gpt import GPT
 
 
@@ -104,12 +104,7 @@ def _check_prompt(model: GPT, idx: Tensor, max_new_tokens: int, eos_id: int | No
     if lo < 0 or hi >= vocab:
         bad = int(lo) if lo < 0 else int(hi)
         raise InputError(f"prompt token id {bad} is outside the vocabulary 0..{vocab - 1}")
-    if (
-        isinstance(max_new_tokens, bool)
-        or not isinstance(max_new_tokens, int)
-        or max_new_tokens < 0
-    ):
-        raise InputError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    require_int("max_new_tokens", max_new_tokens, minimum=0)
     if eos_id is not None and not 0 <= eos_id < vocab:
         raise InputError(f"eos_id {eos_id} is outside the vocabulary 0..{vocab - 1}")
 

@@ -20,15 +20,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dlnotes.errors import InputError
+from dlnotes.errors import InputError, require_int
 
 ENDOFTEXT = "<|endoftext|>"
-
-
-def _positive(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def encode_text(text: str, tokenizer: Any = None) -> list[int]:
@@ -60,8 +54,8 @@ class GPTDataset(Dataset):
         stride: int,
         tokenizer: Any = None,
     ) -> None:
-        self.max_length = _positive("max_length", max_length)
-        self.stride = _positive("stride", stride)
+        self.max_length = require_int("max_length", max_length)
+        self.stride = require_int("stride", stride)
         ids = encode_text(source, tokenizer) if isinstance(source, str) else source
         self.ids = torch.as_tensor(ids, dtype=torch.long)  # (N,)
         if self.ids.dim() != 1:
@@ -106,8 +100,8 @@ def create_dataloader(
     Shuffling draws from PyTorch's global generator, so `dlnotes.env.seed_everything`
     makes it repeatable.
     """
-    _positive("batch_size", batch_size)
-    _positive("num_workers", num_workers, minimum=0)
+    require_int("batch_size", batch_size)
+    require_int("num_workers", num_workers, minimum=0)
     dataset = GPTDataset(text, max_length=max_length, stride=stride, tokenizer=tokenizer)
     if drop_last and len(dataset) < batch_size:
         raise InputError(

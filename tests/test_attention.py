@@ -179,16 +179,16 @@ def test_kv_cache_overflow_and_mismatches_are_input_errors() -> None:
     short(torch.randn(1, 3, 8), cache=long_cache)
     with pytest.raises(InputError, match=r"5 positions \(3 cached \+ 2 new\).*context length 4"):
         short(torch.randn(1, 2, 8), cache=long_cache)
-    with pytest.raises(InputError, match=r"max_len must be a positive integer, got 0"):
+    with pytest.raises(InputError, match=r"max_len must be an integer >= 1, got 0"):
         KVCache(1, 2, 4, max_len=0)
 
 
 def test_bad_sizes_name_the_numbers() -> None:
     with pytest.raises(InputError, match=r"d_out=10 must be divisible by num_heads=3"):
         MultiHeadAttention(4, 10, 8, num_heads=3)
-    with pytest.raises(InputError, match=r"num_heads must be a positive integer, got 0"):
+    with pytest.raises(InputError, match=r"num_heads must be an integer >= 1, got 0"):
         MultiHeadAttention(4, 8, 8, num_heads=0)
-    with pytest.raises(InputError, match=r"num_heads must be a positive integer, got 2.0"):
+    with pytest.raises(InputError, match=r"num_heads must be an integer >= 1, got 2.0"):
         MultiHeadAttention(4, 8, 8, num_heads=2.0)  # type: ignore[arg-type]
     with pytest.raises(InputError, match=r"dropout must be in \[0, 1\), got 1.5"):
         MultiHeadAttention(4, 8, 8, dropout=1.5)
