@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from dlnotes.errors import InputError, require_int
-from dlnotes.gpt import GPT
+from dlnotes.gpt import GPT, check_token_ids
 
 
 def check_sampling(temperature: float, top_k: int | None, vocab_size: int) -> None:
@@ -88,22 +88,7 @@ def sample_next(
 
 def _check_prompt(model: GPT, idx: Tensor, max_new_tokens: int, eos_id: int | None) -> None:
     vocab = model.cfg.vocab_size
-    if not isinstance(idx, Tensor):
-        raise InputError(
-            f"the prompt must be a tensor of token ids, got a {type(idx).__name__} "
-            "(use torch.tensor([ids]) for one sequence)"
-        )
-    if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
-        raise InputError(
-            f"the prompt must be integer token ids of shape (batch, tokens), got a {idx.dtype} "
-            f"tensor of shape {tuple(idx.shape)} (use ids.unsqueeze(0) for one sequence)"
-        )
-    if idx.shape[0] == 0 or idx.shape[1] == 0:
-        raise InputError(f"the prompt is empty (shape {tuple(idx.shape)}): give at least one token")
-    lo, hi = torch.aminmax(idx)
-    if lo < 0 or hi >= vocab:
-        bad = int(lo) if lo < 0 else int(hi)
-        raise InputError(f"prompt token id {bad} is outside the vocabulary 0..{vocab - 1}")
+    check_token_ids(idx, vocab, what="prompt")
     require_int("max_new_tokens", max_new_tokens, minimum=0)
     if eos_id is not None and not 0 <= eos_id < vocab:
         raise InputError(f"eos_id {eos_id} is outside the vocabulary 0..{vocab - 1}")

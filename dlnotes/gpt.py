@@ -172,6 +172,35 @@ class TransformerBlock(nn.Module):
         return x + self.drop(self.mlp(self.ln_2(x)))
 
 
+def check_token_ids(idx: object, vocab_size: int, what: str = "input") -> None:
+    """Raise `InputError` unless `idx` is a non-empty (batch, tokens) integer tensor of ids
+    in ``0..vocab_size-1``; `what` names it in the message ("input", "prompt").
+
+    >>> check_token_ids(torch.tensor([[3, 7]]), vocab_size=5, what="prompt")
+    Traceback (most recent call last):
+    dlnotes.errors.InputError: prompt token id 7 is outside the vocabulary 0..4
+    """
+    if not isinstance(idx, Tensor):
+        raise InputError(
+            f"the {what} must be a tensor of token ids, got a {type(idx).__name__} "
+            "(use torch.tensor([ids]) for one sequence)"
+        )
+    if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
+        raise InputError(
+            f"the {what} must be integer token ids of shape (batch, tokens), got a {idx.dtype} "
+            f"tensor of shape {tuple(idx.shape)} (use ids.unsqueeze(0) for one sequence)"
+        )
+    if idx.numel() == 0:
+        raise InputError(
+            f"the {what} is empty (an empty sequence of shape {tuple(idx.shape)}): "
+            "give at least one token id"
+        )
+    lo, hi = torch.aminmax(idx)
+    if lo < 0 or hi >= vocab_size:
+        bad = int(lo) if lo < 0 else int(hi)
+        raise InputError(f"{what} token id {bad} is outside the vocabulary 0..{vocab_size - 1}")
+
+
 class GPT(nn.Module):
     """Token + position embeddings, `n_layers` blocks, a final norm and a linear head to logits."""
 
@@ -210,21 +239,7 @@ class GPT(nn.Module):
         ]
 
     def _check(self, idx: Tensor, start: int) -> None:
-        if not isinstance(idx, Tensor):
-            raise InputError(f"GPT expects a tensor of token ids, got a {type(idx).__name__}")
-        if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
-            raise InputError(
-                f"GPT expects integer token ids of shape (batch, tokens), got a {idx.dtype} "
-                f"tensor of shape {tuple(idx.shape)} (use ids.unsqueeze(0) for one sequence)"
-            )
-        if idx.shape[1] == 0:
-            raise InputError("GPT got an empty sequence: give at least one token id")
-        lo, hi = torch.aminmax(idx)
-        if lo < 0 or hi >= self.cfg.vocab_size:
-            bad = int(lo) if lo < 0 else int(hi)
-            raise InputError(
-                f"token id {bad} is outside the vocabulary 0..{self.cfg.vocab_size - 1}"
-            )
+        check_token_ids(idx, self.cfg.vocab_size, what="input")
         if start + idx.shape[1] > self.cfg.context_length:
             raise InputError(
                 f"{start + idx.shape[1]} positions ({start} cached + {idx.shape[1]} new) exceed "

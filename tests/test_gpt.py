@@ -133,7 +133,7 @@ def test_presets() -> None:
         (torch.zeros(1, 0, dtype=torch.long), "empty sequence"),
         (torch.tensor([1, 2, 3]), r"shape \(batch, tokens\)"),
         (torch.tensor([[1.0, 2.0]]), "integer token ids"),
-        ([[1, 2]], "GPT expects a tensor of token ids, got a list"),
+        ([[1, 2]], "the input must be a tensor of token ids, got a list"),
     ],
 )
 def test_bad_input(idx: torch.Tensor, message: str) -> None:
