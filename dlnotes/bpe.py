@@ -27,6 +27,7 @@ from typing import Literal
 
 import regex
 
+from dlnotes.atomic import atomic_write
 from dlnotes.errors import DataError, InputError
 
 Pair = tuple[int, int]
@@ -305,8 +306,6 @@ class BPETokenizer:
 
     def save(self, path: str | Path) -> Path:
         """Write merges, byte order, pattern and specials as JSON; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {
             "format": _FORMAT,
             "version": 1,
@@ -315,8 +314,9 @@ class BPETokenizer:
             "merges": [[left, right, new] for (left, right), new in self.merges.items()],
             "special_tokens": self.special_tokens,
         }
-        path.write_text(json.dumps(state), encoding="utf-8")
-        return path
+        with atomic_write(path, "w", encoding="utf-8") as fh:
+            json.dump(state, fh)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> BPETokenizer:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import tempfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dlnotes.atomic import atomic_write
 from dlnotes.errors import CheckpointError
 
 FORMAT = "dlnotes-checkpoint"
@@ -135,26 +135,11 @@ def save_checkpoint(
         "extra": dict(extra or {}),
     }
     payload["crc32"] = _crc(payload)
-    tmp: Path | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        tmp = Path(name)
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_write(path) as fh:
             torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
-        os.replace(tmp, path)
-        tmp = None
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
-    finally:
-        # Also on Ctrl-C: never leave a half-written temporary file behind.
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
     return path
 
 

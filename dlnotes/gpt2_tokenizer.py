@@ -19,12 +19,12 @@ import functools
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlnotes import data
+from dlnotes.atomic import atomic_write
 from dlnotes.bpe import GPT2_PATTERN, BPETokenizer
 from dlnotes.errors import DataError
 
@@ -123,9 +123,8 @@ def _tiktoken_cache_dir() -> Path:
             folder.mkdir(parents=True, exist_ok=True)
             for name, source in sources.items():
                 if not (folder / name).is_file():
-                    tmp = folder / f".{name}.{os.getpid()}.tmp"
-                    shutil.copyfile(source, tmp)
-                    os.replace(tmp, folder / name)
+                    with atomic_write(folder / name) as fh:
+                        fh.write(source.read_bytes())
             return folder
         except OSError:
             continue

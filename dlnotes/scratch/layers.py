@@ -27,6 +27,7 @@ import random
 from operator import mul
 from pathlib import Path
 
+from dlnotes.atomic import atomic_write
 from dlnotes.errors import CheckpointError, InputError
 from dlnotes.scratch.functional import relu, sigmoid, tanh
 from dlnotes.scratch.tensor import (
@@ -333,10 +334,9 @@ class Sequential(Layer):
 
 def save_weights(model: Layer, path: str | Path) -> Path:
     """Write ``model.state_dict()`` as JSON (floats round-trip exactly); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(model.state_dict()))
-    return path
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        json.dump(model.state_dict(), fh)
+    return Path(path)
 
 
 def load_weights(model: Layer, path: str | Path) -> None:

@@ -1,0 +1,56 @@
+"""Atomic writes: an interrupted write leaves the old file and no temporary behind."""
+
+from __future__ import annotations
+
+import functools
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from dlnotes.atomic import atomic_write
+from dlnotes.bpe import BPETokenizer
+from dlnotes.scratch.layers import Linear, save_weights
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_write_keeps_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "state.json"
+    target.write_text("old")
+    with pytest.raises(Interrupted), atomic_write(target, "w") as fh:
+        fh.write("half of the new")
+        raise Interrupted
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_written_file_replaces_the_old_one_with_a_normal_mode(tmp_path: Path) -> None:
+    target = tmp_path / "state.bin"
+    target.write_bytes(b"old")
+    with atomic_write(target) as fh:
+        fh.write(b"new")
+    assert target.read_bytes() == b"new"
+    assert stat.S_IMODE(target.stat().st_mode) & 0o044  # readable by others, unlike mkstemp's 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["state.bin"]
+
+
+@pytest.mark.parametrize("save", ["bpe", "scratch"])
+def test_library_saves_go_through_atomic_write(
+    save: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "saved.json"
+    target.write_text('"previous"')
+    if save == "bpe":
+        call = BPETokenizer.train("aaab aab", vocab_size=258).save
+    else:
+        call = functools.partial(save_weights, Linear(2, 3))
+    # A failure while the JSON is being written must not clobber the previous file.
+    monkeypatch.setattr(json, "dump", lambda *a, **k: (_ for _ in ()).throw(Interrupted()))
+    with pytest.raises(Interrupted):
+        call(target)
+    assert target.read_text() == '"previous"'
+    assert [p.name for p in tmp_path.iterdir()] == ["saved.json"]
