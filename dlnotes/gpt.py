@@ -257,14 +257,25 @@ class GPT(nn.Module):
         """
         start = cache[0].pos if cache else 0
         self._check(idx, start)
-        T = idx.shape[1]
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, D)
+        x = self.embed(idx, start)
         for i, block in enumerate(self.h):
             x = block(x, cache[i] if cache else None)
         if last_only:
             # Generation needs the next token only: skip the (T-1) x V head products.
             x = x[:, -1:]  # (B, 1, D)
+        return self.head(x)
+
+    def embed(self, idx: Tensor, start: int = 0) -> Tensor:
+        """(B, T) ids at positions ``start..start+T-1`` -> (B, T, D) input of the first block.
+
+        With `head` and the blocks in `h`, this splits `forward` into parts, so a caller
+        can run a frozen bottom of the model once and reuse its output (ch06).
+        """
+        pos = torch.arange(start, start + idx.shape[1], device=idx.device)
+        return self.drop(self.wte(idx) + self.wpe(pos))
+
+    def head(self, x: Tensor) -> Tensor:
+        """(B, T, D) output of the last block -> (B, T, V) logits: final norm, output layer."""
         return self.lm_head(self.ln_f(x))
 
     def num_parameters(self, *, count_head: bool = True) -> int:
