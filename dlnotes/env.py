@@ -22,7 +22,23 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _FALSE = {"", "0", "false", "no", "off"}
-SMOKE: bool = os.environ.get("DLNOTES_SMOKE", "").strip().lower() not in _FALSE
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def flag(name: str) -> bool:
+    """The on/off environment variable `name`: 1/true/yes/on or 0/false/no/off/unset.
+
+    Any other value is an `InputError`, so a typo cannot silently switch a mode.
+    """
+    value = os.environ.get(name, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise InputError(f"{name}={os.environ[name]!r} is not a switch: use 1 (on) or 0 (off)")
+
+
+SMOKE: bool = flag("DLNOTES_SMOKE")
 KNOWN_DEVICES = ("cpu", "cuda", "mps")
 
 
