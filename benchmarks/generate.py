@@ -3,8 +3,9 @@
 Random weights (no download): a `transformers.GPT2LMHeadModel` is built from GPT-2's
 124M config and its weights are converted into `dlnotes.gpt.GPT`, so both models
 compute the same function. Batch 1, greedy, a fixed number of new tokens (no eos).
-bfloat16 two ways: ``model.to(torch.bfloat16)`` and `dlnotes.generate.cpu_bfloat16`
-(weights prepacked for oneDNN). Random weights are not a language model, so bfloat16
+bfloat16 two ways: ``model.to(torch.bfloat16)`` and `dlnotes.cpu_inference.cpu_bfloat16`
+(weights prepacked for oneDNN where the CPU has bf16 kernels, else plain bf16).
+Random weights are not a language model, so bfloat16
 ids may part from float32 ones after a near tie; the float32 ones must equal HF's.
 
     python benchmarks/generate.py            # 200 new tokens
@@ -24,7 +25,8 @@ import torch
 import transformers
 
 from dlnotes import env
-from dlnotes.generate import cpu_bfloat16, generate
+from dlnotes.cpu_inference import cpu_bfloat16
+from dlnotes.generate import generate
 from dlnotes.gpt2_weights import config_from_hf, convert_hf_state_dict, model_from_state_dict
 
 

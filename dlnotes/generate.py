@@ -15,9 +15,7 @@ so once prompt plus output pass the context length the cached keys cannot slide;
 such step re-encodes the last `context_length` tokens, exactly what the uncached path
 does, so both give the same ids at any length.
 
-At batch size 1 a step reads every weight once and does little arithmetic with it,
-so its speed is set by memory: `cpu_bfloat16` makes a copy with bfloat16 weights
-that oneDNN has laid out for its own kernels (half the bytes of float32).
+A fast bfloat16 copy of a model for CPU inference is `dlnotes.cpu_inference`'s.
 
 Leaves out: beam search, repetition penalties, top-p, per-row stop strings.
 The model's train/eval mode is the caller's: call ``model.eval()`` first to turn
@@ -26,16 +24,16 @@ dropout off, as the book does.
 
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from dlnotes.errors import InputError, require_int
-from dlnotes.gpt import GPT, check_token_ids
+from dlnotes.gpt import check_token_ids
 
 
 def check_sampling(temperature: float, top_k: int | None, vocab_size: int) -> None:
@@ -77,25 +75,51 @@ def sample_next(
     tensor([1])
     """
     check_sampling(temperature, top_k, logits.shape[-1])
+    return _sample(logits, temperature, top_k, generator)
+
+
+def _sample(
+    logits: Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
+) -> Tensor:
+    """`sample_next` without the argument checks (done once per generation, not per token)."""
     if top_k is not None:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)  # float: bf16 sums poorly
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    try:
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    except RuntimeError as exc:  # NaN or inf logits give no probability distribution
+        raise InputError(
+            "cannot sample: the logits contain NaN or infinite values "
+            f"(a diverged model or a bad dtype?) [{exc}]"
+        ) from None
 
 
-def _check_prompt(model: GPT, idx: Tensor, max_new_tokens: int, eos_id: int | None) -> None:
-    vocab = model.cfg.vocab_size
-    check_token_ids(idx, vocab, what="prompt")
-    require_int("max_new_tokens", max_new_tokens, minimum=0)
-    if eos_id is not None and not 0 <= eos_id < vocab:
-        raise InputError(f"eos_id {eos_id} is outside the vocabulary 0..{vocab - 1}")
+@dataclass(frozen=True)
+class _Plan:
+    """A generation's settings, checked once before the first step."""
+
+    max_new_tokens: int
+    temperature: float
+    top_k: int | None
+    eos_id: int | None
+    use_cache: bool
+    generator: torch.Generator | None
+
+    def check(self, model: nn.Module, idx: Tensor) -> _Plan:
+        vocab = model.cfg.vocab_size
+        check_token_ids(idx, vocab, what="prompt")
+        require_int("max_new_tokens", self.max_new_tokens, minimum=0)
+        if self.eos_id is not None and not 0 <= self.eos_id < vocab:
+            raise InputError(f"eos_id {self.eos_id} is outside the vocabulary 0..{vocab - 1}")
+        check_sampling(self.temperature, self.top_k, vocab)
+        return self
 
 
 def stream(
-    model: GPT,
+    model: nn.Module,
     idx: Tensor,
     max_new_tokens: int,
     *,
@@ -107,34 +131,26 @@ def stream(
 ) -> Iterator[Tensor]:
     """Yield the (B,) next token ids one step at a time after the (B, T) prompt `idx`.
 
-    Arguments as in `generate`. Nothing is computed until the first ``next()``.
+    Arguments as in `generate`; they are checked at the call. Nothing is computed
+    until the first ``next()``.
     """
-    _check_prompt(model, idx, max_new_tokens, eos_id)
-    check_sampling(temperature, top_k, model.cfg.vocab_size)
-    return _stream(model, idx, max_new_tokens, temperature, top_k, eos_id, use_cache, generator)
+    plan = _Plan(max_new_tokens, temperature, top_k, eos_id, use_cache, generator)
+    return _stream(model, idx, plan.check(model, idx))
 
 
-def _stream(
-    model: GPT,
-    seq: Tensor,
-    max_new_tokens: int,
-    temperature: float,
-    top_k: int | None,
-    eos_id: int | None,
-    use_cache: bool,
-    generator: torch.Generator | None,
-) -> Iterator[Tensor]:
+def _stream(model: nn.Module, seq: Tensor, plan: _Plan) -> Iterator[Tensor]:
     ctx = model.cfg.context_length
     B = seq.shape[0]
+    eos_id = plan.eos_id
     done = torch.zeros(B, dtype=torch.bool, device=seq.device)
     cache = None
     # A cache long enough for prompt and output, capped at the context; allocated once.
-    cache_len = min(ctx, seq.shape[1] + max_new_tokens)
-    for _ in range(max_new_tokens):
+    cache_len = min(ctx, seq.shape[1] + plan.max_new_tokens)
+    for _ in range(plan.max_new_tokens):
         # inference_mode is entered per step, never across a `yield`, so the caller's
         # code between steps runs with autograd as it set it.
         with torch.inference_mode():
-            if not use_cache:
+            if not plan.use_cache:
                 logits = model(seq[:, -ctx:], last_only=True)  # (B, 1, V)
             elif cache is None or cache[0].pos == cache_len:
                 # First step, or the context is full: (re-)encode the last ctx tokens.
@@ -145,7 +161,7 @@ def _stream(
                 logits = model(seq[:, -ctx:], cache, last_only=True)
             else:
                 logits = model(seq[:, -1:], cache, last_only=True)
-            nxt = sample_next(logits[:, -1], temperature, top_k, generator)  # (B,)
+            nxt = _sample(logits[:, -1], plan.temperature, plan.top_k, plan.generator)  # (B,)
             if eos_id is not None:
                 nxt = torch.where(done, eos_id, nxt)  # finished rows are padded with eos
                 done |= nxt == eos_id
@@ -157,7 +173,7 @@ def _stream(
 
 
 def generate(
-    model: GPT,
+    model: nn.Module,
     idx: Tensor,
     max_new_tokens: int,
     *,
@@ -195,45 +211,3 @@ def generate(
         generator=generator,
     )
     return torch.cat([idx, *(token[:, None] for token in steps)], dim=1)
-
-
-class PackedLinear(nn.Module):
-    """A frozen `nn.Linear` for CPU inference, its weight prepacked by oneDNN.
-
-    `F.linear` on a bfloat16 CPU tensor re-lays the weight out for oneDNN at every
-    call; packing once makes a batch-1 step about 1.4x faster than float32 on
-    AVX512-BF16 CPUs, where plain bfloat16 gains little.
-    """
-
-    def __init__(self, linear: nn.Linear, dtype: torch.dtype = torch.bfloat16) -> None:
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = linear.weight.detach().to("cpu", dtype)
-        # (out, in) -> oneDNN's blocked layout, tuned for one row of input at a time.
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)
-        bias = linear.bias
-        self.bias = None if bias is None else bias.detach().to("cpu", dtype)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-
-
-def cpu_bfloat16(model: GPT) -> GPT:
-    """An inference-only bfloat16 copy of `model` for fast generation on the CPU.
-
-    Every linear layer becomes a `PackedLinear`; the rest is cast to bfloat16. The
-    copy has no trainable linear weights: use it with `generate`/`stream` only.
-    """
-    if not torch.backends.mkldnn.is_available() or not hasattr(
-        torch.ops.mkldnn, "_linear_pointwise"
-    ):
-        raise InputError(
-            "cpu_bfloat16 needs a PyTorch build with oneDNN (mkldnn); "
-            "use model.to(torch.bfloat16) instead"
-        )
-    fast = copy.deepcopy(model).to("cpu", torch.bfloat16).eval().requires_grad_(False)
-    linears = [(n, m) for n, m in fast.named_modules() if isinstance(m, nn.Linear)]
-    for name, linear in linears:
-        owner, _, attr = name.rpartition(".")
-        setattr(fast.get_submodule(owner), attr, PackedLinear(linear))
-    return fast

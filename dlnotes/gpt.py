@@ -172,9 +172,14 @@ class TransformerBlock(nn.Module):
         return x + self.drop(self.mlp(self.ln_2(x)))
 
 
-def check_token_ids(idx: object, vocab_size: int, what: str = "input") -> None:
+def check_token_ids(
+    idx: object, vocab_size: int, what: str = "input", *, check_range: bool = True
+) -> None:
     """Raise `InputError` unless `idx` is a non-empty (batch, tokens) integer tensor of ids
     in ``0..vocab_size-1``; `what` names it in the message ("input", "prompt").
+
+    ``check_range=False`` checks only type, shape and dtype: reading the ids' range back
+    from a GPU waits for it, which `GPT.forward` should not do at every step.
 
     >>> check_token_ids(torch.tensor([[3, 7]]), vocab_size=5, what="prompt")
     Traceback (most recent call last):
@@ -195,6 +200,8 @@ def check_token_ids(idx: object, vocab_size: int, what: str = "input") -> None:
             f"the {what} is empty (an empty sequence of shape {tuple(idx.shape)}): "
             "give at least one token id"
         )
+    if not check_range:
+        return
     lo, hi = torch.aminmax(idx)
     if lo < 0 or hi >= vocab_size:
         bad = int(lo) if lo < 0 else int(hi)
@@ -239,7 +246,10 @@ class GPT(nn.Module):
         ]
 
     def _check(self, idx: Tensor, start: int) -> None:
-        check_token_ids(idx, self.cfg.vocab_size, what="input")
+        # Ids are range-checked where they enter (prompt, loader, tokenizer); here only on
+        # the CPU, where it costs no wait for an accelerator.
+        on_cpu = not isinstance(idx, Tensor) or idx.device.type == "cpu"
+        check_token_ids(idx, self.cfg.vocab_size, what="input", check_range=on_cpu)
         if start + idx.shape[1] > self.cfg.context_length:
             raise InputError(
                 f"{start + idx.shape[1]} positions ({start} cached + {idx.shape[1]} new) exceed "

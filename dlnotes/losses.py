@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dlnotes import fastpath
 from dlnotes.errors import InputError
 
 AmpArg = torch.dtype | str | None
@@ -45,9 +46,25 @@ def amp_dtype(device: torch.device, amp: AmpArg = "auto") -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     if device.type == "cpu":
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-        return torch.bfloat16 if amx else None
+        return torch.bfloat16 if fastpath.available(AMX, _amx_probe) else None
     return None
+
+
+AMX = "cpu_amx_bf16"
+
+
+def _amx_probe() -> None:
+    """Raise unless this CPU has AMX tiles and a bf16 autocast matrix product runs on it.
+
+    PyTorch reports AMX only through a private helper; where that helper is missing
+    or says no, bf16 autocast is not worth it and training stays in float32.
+    """
+    if not torch.cpu._is_amx_tile_supported():
+        raise RuntimeError("no AMX tiles")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = torch.ones(16, 32) @ torch.ones(32, 16)
+    if out.dtype != torch.bfloat16 or out[0, 0].item() != 32:
+        raise RuntimeError("bf16 autocast gave a wrong product")
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from dlnotes import fastpath
 from dlnotes.errors import InputError
 from dlnotes.gpt import GPT, GPTConfig
-from dlnotes.losses import amp_dtype, batch_loss, evaluate, loader_loss, perplexity
+from dlnotes.losses import AMX, amp_dtype, batch_loss, evaluate, loader_loss, perplexity
 
 
 def windows(n_rows: int, T: int = 16, vocab: int = 256) -> DataLoader:
@@ -72,7 +73,25 @@ def test_amp_choice():
     cpu = torch.device("cpu")
     assert amp_dtype(cpu, None) is None and amp_dtype(cpu, "bf16") is torch.bfloat16
     assert amp_dtype(cpu, torch.float16) is torch.float16
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    assert amp_dtype(cpu, "auto") is (torch.bfloat16 if amx else None)
     with pytest.raises(InputError, match="'fp8'"):
         amp_dtype(cpu, "fp8")
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_amp_follows_the_amx_probe(amx: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(fastpath.RESULTS, AMX, amx)
+    assert amp_dtype(torch.device("cpu"), "auto") is (torch.bfloat16 if amx else None)
+
+
+def test_amx_probe_without_amx_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(fastpath.RESULTS, AMX, raising=False)
+    monkeypatch.setattr(fastpath, "GENERIC_CPU", False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert amp_dtype(torch.device("cpu"), "auto") is None
+
+
+def test_amx_probe_runs_where_the_helper_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(fastpath.RESULTS, AMX, raising=False)
+    monkeypatch.setattr(fastpath, "GENERIC_CPU", False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert amp_dtype(torch.device("cpu"), "auto") is None
