@@ -327,6 +327,24 @@ assert torch.allclose(causal_weights, renormalised, atol=1e-6)
 assert (causal_weights[future] == 0).all()
 
 # %% [markdown]
+# The causal weights as a heat map, drawn like the one in 3.3: everything above the
+# diagonal is exactly 0, so row i mixes only tokens 0 … i. The first token can attend
+# only to itself (weight 1); later rows spread their weight over more and more tokens.
+
+# %%
+fig, ax = plt.subplots(figsize=(5, 4))
+im = ax.imshow(causal_weights.detach(), cmap="viridis", vmin=0, vmax=1)
+ax.set_xticks(range(6), words, rotation=45)
+ax.set_yticks(range(6), words)
+ax.set_xlabel("attends to (key)")
+ax.set_ylabel("query")
+fig.colorbar(im, ax=ax, label="attention weight")
+ax.set_title("Causal attention weights")
+fig.tight_layout()
+plt.show()
+assert causal_weights[0, 0] == 1.0
+
+# %% [markdown]
 # ### 3.5.2 Dropout on the attention weights
 #
 # During training, dropout zeroes each weight with probability p and scales the rest by
@@ -625,3 +643,73 @@ with torch.no_grad():
 #
 # Now in the library: `dlnotes.attention.MultiHeadAttention` (fused `qkv`, `out_proj`,
 # `use_sdpa`) and `dlnotes.attention.KVCache` (used from chapter 4 on).
+
+# %% [markdown]
+# ## Exercises
+#
+# **3.1 — Same computation, other weights' layout.** Section 3.4.2 copied the
+# `nn.Linear` version's weights into the `nn.Parameter` version. Go the other way:
+# build both with different seeds and a head size of 4, copy the `nn.Parameter`
+# matrices into the `nn.Linear` layers, and check that the outputs agree. Which way
+# round does a matrix have to be stored in `nn.Linear`?
+
+# %% tags=["solution"]
+torch.manual_seed(1)
+v1 = SelfAttentionParams(d_in, 4)
+torch.manual_seed(2)
+v2 = SelfAttentionLinear(d_in, 4)
+assert not torch.allclose(v1(inputs), v2(inputs))
+with torch.no_grad():
+    for name in ("W_query", "W_key", "W_value"):
+        # Linear keeps (d_out, d_in) and computes x @ weight.T: store the transpose
+        getattr(v2, name).weight.copy_(getattr(v1, name).T)
+print(v2(inputs))
+assert torch.allclose(v1(inputs), v2(inputs), atol=1e-6)
+
+# %% [markdown]
+# **3.2 — Two heads, two output dimensions.** `MultiHeadAttentionWrapper` with two
+# heads of size 2 returned 4-dimensional context vectors. Change one argument so that
+# two heads give 2-dimensional vectors, and check that each output column is one head.
+
+# %% tags=["solution"]
+torch.manual_seed(123)
+wrapper_2d = MultiHeadAttentionWrapper(d_in, 1, batch.shape[1], 0.0, num_heads=2)  # d_out=1
+out_2d = wrapper_2d(batch)
+print(out_2d.shape, out_2d[0], sep="\n")
+assert out_2d.shape == (2, 6, 2)
+for h, head in enumerate(wrapper_2d.heads):
+    assert torch.equal(out_2d[..., h : h + 1], head(batch))
+
+# %% [markdown]
+# **3.3 — GPT-2-sized attention.** Build our `MultiHeadAttentionSplit` at the size of
+# GPT-2 small: 768 inputs and outputs, 12 heads, a context of 1,024 tokens, no bias in
+# the query/key/value projections. Count its parameters by hand and in code (the book:
+# 2,360,064), check the head size, and run it on a few tokens.
+
+# %% tags=["solution"]
+torch.manual_seed(123)
+gpt2_split = MultiHeadAttentionSplit(768, 768, 1024, 0.0, num_heads=12)
+counted = sum(p.numel() for p in gpt2_split.parameters())
+by_hand = 3 * 768 * 768 + (768 * 768 + 768)  # W_q, W_k, W_v; out_proj with its bias
+print(f"{counted:,} parameters, head size {gpt2_split.head_dim}")
+assert counted == by_hand == 2_360_064 and gpt2_split.head_dim == 64
+library = MultiHeadAttention(768, 768, 1024, 0.0, num_heads=12, qkv_bias=False)
+assert sum(p.numel() for p in library.parameters()) == counted
+assert gpt2_split(torch.randn(2, 5, 768)).shape == (2, 5, 768)
+
+# %% [markdown]
+# **3.4 — No peeking.** Check the causal mask on behaviour rather than on the weights:
+# change the last token of the input and show that the context vectors of all earlier
+# positions stay exactly the same, while the last one changes. Does the same hold
+# without the mask (`SelfAttentionLinear`)?
+
+# %% tags=["solution"]
+torch.manual_seed(123)
+causal = CausalAttention(d_in, d_out, 6, 0.0)
+changed = batch.clone()
+changed[:, -1] = torch.tensor([0.9, -0.3, 0.2])
+before, after = causal(batch), causal(changed)
+assert torch.equal(before[:, :-1], after[:, :-1]) and not torch.equal(before[:, -1], after[:, -1])
+unmasked_before, unmasked_after = sa_linear(batch[0]), sa_linear(changed[0])
+assert not torch.allclose(unmasked_before[:-1], unmasked_after[:-1])  # everyone sees the end
+print("causal: earlier positions unchanged; unmasked: every position moved")
