@@ -21,6 +21,7 @@
 # %%
 import os
 import tempfile
+import timeit
 
 import matplotlib.pyplot as plt
 import torch
@@ -448,3 +449,85 @@ if DEVICE.type != "cpu":
 #
 # Now in the library (`dlnotes.toy`): `toy_data`, `ToyDataset`, `MLP`, `count_parameters`,
 # `train_epoch`, `accuracy`.
+
+# %% [markdown]
+# ## Exercises
+#
+# **A.3 — Counting parameters.** How many trainable parameters has the network trained
+# in A.7, `toy.MLP(num_inputs=2, num_outputs=2)`? Work it out layer by layer (weights
+# plus biases), then check with `toy.count_parameters` and by summing `p.numel()`.
+
+# %% tags=["solution"]
+by_hand = (2 * 30 + 30) + (30 * 20 + 20) + (20 * 2 + 2)  # three Linear layers
+small = toy.MLP(num_inputs=2, num_outputs=2)
+print(f"by hand {by_hand}, counted {toy.count_parameters(small)}")
+assert by_hand == toy.count_parameters(small) == 752
+assert sum(p.numel() for p in small.parameters() if p.requires_grad) == 752
+
+# %% [markdown]
+# **A.4 — CPU against accelerator.** Time the matrix product of a 100 × 200 and a
+# 200 × 300 random matrix on the CPU and, where this machine has one, on the GPU; then
+# the same for two 2,048 × 2,048 matrices. Which device wins, and does the answer depend
+# on the size? Check that both devices compute the same product. (GPU kernels run
+# asynchronously: wait for them before stopping the clock.)
+
+
+# %% tags=["solution"]
+def time_matmul(a: torch.Tensor, b: torch.Tensor, repeats: int) -> float:
+    """Best-of-5 seconds per product on `a`'s device."""
+    a @ b  # warm-up
+    sync = {"cuda": torch.cuda.synchronize, "mps": torch.mps.synchronize}.get(a.device.type)
+
+    def run() -> None:
+        a @ b
+        if sync is not None:
+            sync()
+
+    return min(timeit.repeat(run, number=repeats, repeat=5)) / repeats
+
+
+sizes = [(100, 200, 300)] + ([] if SMOKE else [(2048, 2048, 2048)])
+for n, k, m in sizes:
+    torch.manual_seed(123)
+    a, b = torch.rand(n, k), torch.rand(k, m)
+    repeats = 100 if n < 1000 else 3
+    cpu_time = time_matmul(a, b, repeats)
+    print(f"({n}x{k}) @ ({k}x{m}): CPU {cpu_time * 1e6:,.1f} µs", end="")
+    if DEVICE.type == "cpu":
+        print(" (no accelerator here: nothing to compare with)")
+        continue
+    a_dev, b_dev = a.to(DEVICE), b.to(DEVICE)
+    dev_time = time_matmul(a_dev, b_dev, repeats)
+    print(f", {DEVICE.type} {dev_time * 1e6:,.1f} µs ({cpu_time / dev_time:.1f}x)")
+    # same product up to float32 rounding (the devices sum in different orders)
+    torch.testing.assert_close((a_dev @ b_dev).cpu(), a @ b, rtol=1e-4, atol=1e-3)
+assert (a @ b).shape == (sizes[-1][0], sizes[-1][2])
+
+# What to expect: a small product is over in microseconds on either device, and on
+# a GPU much of that is the cost of launching the kernel, so its lead is small or
+# absent; at 2,048 x 2,048 the GPU's thousands of cores win by a wide margin.
+
+# %% [markdown]
+# **A.5 (our own) — Check autograd by finite differences.** For the logistic-regression
+# loss of section A.3, estimate $\partial L / \partial w_1$ as $(L(w_1 + h) - L(w_1 - h)) / 2h$
+# and compare it with autograd's $-0.0898$. Why does a central difference in float64
+# get so close, and what happens to the estimate if $h$ is made very small in float32?
+
+
+# %% tags=["solution"]
+def loss_at(w: float, dtype: torch.dtype) -> float:
+    z_w = torch.tensor([1.1], dtype=dtype) * w
+    return F.binary_cross_entropy(torch.sigmoid(z_w), torch.tensor([1.0], dtype=dtype)).item()
+
+
+h = 1e-5
+estimate = (loss_at(2.2 + h, torch.float64) - loss_at(2.2 - h, torch.float64)) / (2 * h)
+print(f"finite difference {estimate:.6f}, autograd {grad_w1.item():.6f}")
+assert abs(estimate - grad_w1.item()) < 1e-6  # central difference: error of order h^2
+# float32 has about 7 significant digits: 2.2 +- 1e-7 both round to the same number,
+# so the two losses are equal and the estimate is 0, however exact the formula.
+tiny_h = 1e-7
+rough = (loss_at(2.2 + tiny_h, torch.float32) - loss_at(2.2 - tiny_h, torch.float32)) / (2 * tiny_h)
+print(f"float32 with h = 1e-7: {rough:.4f}")
+assert torch.tensor(2.2 + tiny_h, dtype=torch.float32) == torch.tensor(2.2, dtype=torch.float32)
+assert rough == 0.0
