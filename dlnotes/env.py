@@ -134,8 +134,16 @@ def show(obj: object) -> None:
 
 
 def banner(device_used: object | None = None) -> str:
-    """One line describing mode, device and versions, for the top of each script."""
+    """One line describing mode, device and versions, for the top of each script.
+
+    A chapter script calls this once at its start, so it also switches the script to
+    one-line messages for `DlnotesError`s (``DLNOTES_TRACEBACK=1`` keeps tracebacks).
+    """
     import torch
+
+    from dlnotes.errors import install_error_hook
+
+    install_error_hook()
 
     dev = device_used if device_used is not None else device()
     return f"mode: {'smoke' if SMOKE else 'full'} | device: {dev} | torch {torch.__version__}"

@@ -3,12 +3,15 @@
 A script that hits bad input (wrong device name, missing data file, a context that
 is too long) should stop with a sentence, not a stack trace from deep inside
 PyTorch. Library code raises a subclass of `DlnotesError`; `install_error_hook`
-makes the interpreter (and IPython / Jupyter) print just ``error: <message>``.
+makes the interpreter (and IPython / Jupyter) print just ``error: <message>``. Only a
+script that asks gets it (each chapter does, through `dlnotes.env.banner`): importing
+dlnotes leaves the interpreter's error handling alone.
 """
 
 from __future__ import annotations
 
 import numbers
+import os
 import sys
 from types import TracebackType
 
@@ -50,11 +53,17 @@ def _format(exc: BaseException) -> str:
     return f"error: {exc}"
 
 
-def install_error_hook() -> None:
-    """Print `DlnotesError`s as one line in scripts and notebooks; leave others alone."""
+def install_error_hook() -> bool:
+    """Print `DlnotesError`s as one line in scripts and notebooks; leave others alone.
+
+    ``DLNOTES_TRACEBACK=1`` keeps full tracebacks (for debugging the library itself).
+    Returns whether the hook is installed.
+    """
+    if os.environ.get("DLNOTES_TRACEBACK", "").strip().lower() in {"1", "true", "yes", "on"}:
+        return False
     previous = sys.excepthook
     if getattr(previous, "_dlnotes", False):
-        return
+        return True
 
     def hook(etype: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
         if issubclass(etype, DlnotesError):
@@ -74,3 +83,4 @@ def install_error_hook() -> None:
             print(_format(value), file=sys.stderr)
 
         shell.set_custom_exc((DlnotesError,), ipython_handler)
+    return True

@@ -150,3 +150,45 @@ def test_show_prints_the_source_of_a_library_object(capsys: pytest.CaptureFixtur
     printed = capsys.readouterr().out
     assert printed.startswith("def choose(full: T, smoke: T) -> T:")
     assert "return smoke if SMOKE else full" in printed
+
+
+HOOK_PROBE = """
+import sys
+import dlnotes.env
+before = sys.excepthook
+import dlnotes.gpt
+print(sys.excepthook is before)
+dlnotes.env.banner("cpu")
+print(getattr(sys.excepthook, "_dlnotes", False))
+"""
+
+
+@pytest.mark.parametrize("traceback, hooked", [(None, True), ("1", False)])
+def test_error_hook_only_where_a_script_asks(traceback: str | None, hooked: bool) -> None:
+    """Importing the library leaves sys.excepthook alone; the banner installs the one-line
+    hook, unless DLNOTES_TRACEBACK=1 asks for full tracebacks."""
+    child_env = {k: v for k, v in os.environ.items() if k != "DLNOTES_TRACEBACK"}
+    if traceback is not None:
+        child_env["DLNOTES_TRACEBACK"] = traceback
+    out = subprocess.run(
+        [sys.executable, "-c", HOOK_PROBE],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert out.split() == ["True", str(hooked)]
+
+
+def test_a_switch_with_an_unknown_value_is_refused() -> None:
+    child_env = dict(os.environ, DLNOTES_SMOKE="maybe")
+    proc = subprocess.run(
+        [sys.executable, "-c", "import dlnotes.env"],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "DLNOTES_SMOKE='maybe' is not a switch" in proc.stderr

@@ -18,12 +18,13 @@ from jupytext.cli import jupytext as jupytext_cli
 from jupytext.config import load_jupytext_config
 from jupytext.paired_paths import paired_paths
 
+from dlnotes.check import FOLDERS, discover
+
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ("math_notes", "grus", "raschka")
 
 
 def scripts() -> list[Path]:
-    return [p for folder in FOLDERS for p in sorted((ROOT / folder).glob("*.py"))]
+    return discover(ROOT)
 
 
 def script_id(path: Path) -> str:
@@ -56,6 +57,13 @@ def copy_layout(dest: Path, files: list[Path]) -> list[Path]:
 def test_every_script_folder_has_scripts(folder: str) -> None:
     found = sorted((ROOT / folder).glob("*.py"))
     assert found, f"{folder}/ has no *.py scripts"
+
+
+def test_jupytext_pairs_exactly_the_script_folders() -> None:
+    """pyproject's pairing formats name the same folders as `dlnotes.check.FOLDERS`."""
+    formats = load_jupytext_config(str(scripts()[0])).formats
+    paired = sorted(pair.split("///")[0] for pair in formats)
+    assert paired == sorted(FOLDERS), formats
 
 
 @pytest.mark.parametrize("script", scripts(), ids=script_id)
