@@ -1,14 +1,18 @@
 # %% [markdown]
 # # Math notes 1 — Chain rules, from one variable to many
 #
-# *Mathematics for Deep Learning*, part 1 of 3 (the seed author's notes on multivariable
-# calculus as applied to backpropagation). This part needs nothing beyond high-school
-# calculus: what a derivative *is*, and why derivatives of composed functions multiply.
+# *Mathematics for Deep Learning*, part 1 of 3: multivariable calculus as backpropagation
+# uses it. This part needs high-school calculus (what a derivative *is*, and why
+# derivatives of composed functions multiply) and, from section 3 on, a little vector
+# notation, which a short primer introduces before it is used: vectors, the dot product,
+# the length of a vector, matrix products and one inequality (Cauchy-Schwarz).
 #
 # We build up, one idea per section, and check every result numerically:
 #
 # 1. the derivative as the best linear approximation;
 # 2. the ordinary chain rule: motivated (rates multiply) and proved;
+#
+#    *primer*: vectors, matrices and lengths;
 # 3. partial derivatives and the gradient;
 # 4. the Jacobian matrix;
 # 5. the multivariable chain rule: a product of Jacobians;
@@ -16,9 +20,6 @@
 #
 # Uses `dlnotes.backprop.numerical_gradient` and `numerical_jacobian` (central differences).
 # Runtime: about 2 s, full or smoke.
-#
-# **Notation for all three notes.** Vectors are columns: $x \in \mathbb{R}^n$ is an
-# $n \times 1$ matrix and $x^\top$ is its transpose, a row. $\|h\|$ is the length of $h$.
 
 # %%
 import matplotlib.pyplot as plt
@@ -81,6 +82,8 @@ plt.plot(xs, 1 + 2 * (xs - 1), "--", label="slope 2")
 plt.scatter([1], [1], color="k", zorder=3)
 plt.legend()
 plt.title("The derivative: the line that fits best near x = 1")
+plt.xlabel("$x$")
+plt.ylabel("$f(x)$ and two lines through $(1, 1)$")
 plt.show()
 
 # %% [markdown]
@@ -157,6 +160,63 @@ print(
 )
 
 # %% [markdown]
+# ## Primer: vectors, matrices and lengths
+#
+# From here on a function takes many numbers at once, and five pieces of notation keep
+# the formulas short. Each is checked with NumPy below.
+#
+# * **Vectors.** A vector $x \in \mathbb{R}^n$ is a list of $n$ numbers written as a
+#   *column*, $x = (x_1, \ldots, x_n)^\top$: the $\top$ (*transpose*) turns a column into
+#   a row and back. Vectors add entry by entry, $(x + h)_i = x_i + h_i$, and a number
+#   scales every entry, $(t\,x)_i = t\,x_i$.
+# * **Dot product.** $u^\top v = u_1 v_1 + \cdots + u_n v_n$, a single number ("row
+#   times column").
+# * **Length.** $\|v\| = \sqrt{v^\top v} = \sqrt{v_1^2 + \cdots + v_n^2}$, Pythagoras in
+#   $n$ dimensions. Scaling scales the length, $\|t\,v\| = |t|\,\|v\|$; a *unit vector*
+#   has length 1, and $v / \|v\|$ is the unit vector pointing like $v$.
+# * **Matrix products.** An $m \times n$ matrix $A$ ($m$ rows, $n$ columns) times a
+#   vector $v \in \mathbb{R}^n$ is the column $A v \in \mathbb{R}^m$ whose entry $i$ is
+#   row $i$ of $A$ dotted with $v$: $(A v)_i = \sum_j A_{ij} v_j$. It is linear,
+#   $A(u + v) = A u + A v$ and $A(t\,v) = t\,A v$. The product $AB$ of an $m \times k$
+#   and a $k \times n$ matrix is "first $B$, then $A$": $(AB)\,v = A\,(B v)$, entry by
+#   entry $(AB)_{ij} = \sum_p A_{ip} B_{pj}$. Transposing a product reverses it,
+#   $(AB)^\top = B^\top A^\top$. A $1 \times n$ matrix is a row, so $u^\top v$ is a matrix
+#   product too.
+# * **Cauchy-Schwarz.** $|u^\top v| \le \|u\|\,\|v\|$. *Proof*: if $v = 0$ both sides are
+#   0. Otherwise, for every number $t$,
+#   $0 \le \|u - t\,v\|^2 = \|u\|^2 - 2t\,u^\top v + t^2\,\|v\|^2$. A quadratic in $t$
+#   that is never negative has at most one root, so its discriminant is not positive:
+#   $4\,(u^\top v)^2 - 4\,\|u\|^2\,\|v\|^2 \le 0$. $\blacksquare$ \
+#   Hence $\cos\theta = \frac{u^\top v}{\|u\|\,\|v\|}$ lies in $[-1, 1]$; in the plane it
+#   is the cosine of the angle between the arrows $u$ and $v$. Equality
+#   $|u^\top v| = \|u\|\,\|v\|$ holds exactly when $u$ is a multiple of $v$ (the quadratic
+#   then reaches 0).
+#
+# One consequence is used in section 5: **a matrix stretches a vector by at most a fixed
+# factor.** Cauchy-Schwarz on row $i$ gives $(A v)_i^2 \le \big(\sum_j A_{ij}^2\big)\,
+# \|v\|^2$; adding over the rows,
+#
+# $$\|A v\| \le \|A\|\,\|v\| \qquad \text{with } \|A\| = \sqrt{\textstyle\sum_{ij} A_{ij}^2}.$$
+
+# %%
+u, v = np.array([1.0, 2.0, 2.0]), np.array([3.0, 0.0, -4.0])
+assert u @ v == 1 * 3 + 2 * 0 + 2 * (-4) == -5 and np.linalg.norm(u) == 3 == np.sqrt(u @ u)
+A, B = rng.normal(size=(2, 3)), rng.normal(size=(3, 4))
+w = rng.normal(size=4)
+by_rows = np.array([sum(A[i, j] * v[j] for j in range(3)) for i in range(2)])
+assert np.allclose(A @ v, by_rows)  # entry i: row i of A dotted with v
+assert np.allclose((A @ B) @ w, A @ (B @ w)) and np.allclose((A @ B).T, B.T @ A.T)
+pairs = rng.normal(size=(1000, 2, 5))
+assert all(abs(a @ b) <= np.linalg.norm(a) * np.linalg.norm(b) for a, b in pairs)
+assert np.isclose(abs(u @ (-2 * u)), np.linalg.norm(u) * np.linalg.norm(-2 * u))  # equality
+stretch = max(np.linalg.norm(A @ x) / np.linalg.norm(x) for x in rng.normal(size=(1000, 3)))
+print(f"u.v = {u @ v}, |u| = {np.linalg.norm(u)}, cos(angle) = {u @ v / 15:.3f}")
+print(
+    f"largest stretch |Av|/|v| over 1000 random v: {stretch:.3f} <= |A| = {np.linalg.norm(A):.3f}"
+)
+assert stretch <= np.linalg.norm(A)
+
+# %% [markdown]
 # ## 3. Many inputs: partial derivatives and the gradient
 #
 # A loss depends on many numbers at once. Take $f(x_1, x_2) = x_1^2 x_2 + \sin x_2$.
@@ -180,8 +240,9 @@ print(
 # function in these notes.)
 #
 # Among all directions $u$ of length 1, the change $\nabla f^\top u = \|\nabla f\|\cos\theta$
-# is largest when $u$ points along $\nabla f$: the gradient is the direction of steepest
-# ascent, and $-\nabla f$ the direction gradient descent steps in.
+# (the primer's angle between $\nabla f$ and $u$) is largest when $u$ points along
+# $\nabla f$, where $\cos\theta = 1$: the gradient is the direction of steepest ascent,
+# and $-\nabla f$ the direction gradient descent steps in.
 
 
 # %%
@@ -288,16 +349,119 @@ print("Jacobians of W x + b, tanh and polar coordinates agree with central diffe
 # Nudging $x_j$ nudges every intermediate $u_p$ (by rate $\partial u_p / \partial x_j$);
 # each of those nudges moves $y_i$ (by rate $\partial y_i / \partial u_p$); and to first
 # order, effects of small changes simply add (section 3). So: one product of rates per
-# path from $x_j$ to $y_i$, summed over all paths. A hiker's altitude
-# $T(x(t), y(t))$ changes at $\frac{dT}{dt} = \frac{\partial T}{\partial x}\frac{dx}{dt} +
-# \frac{\partial T}{\partial y}\frac{dy}{dt}$: the east-west and north-south paths add.
+# path from $x_j$ to $y_i$, summed over all paths.
+#
+# ### A worked example: the hiker
+#
+# A hiker crosses a hill whose height, in hundreds of metres above the car park, is
+#
+# $$H(x, y) = 9x - x^2 + y - y^2 + xy$$
+#
+# at the point $x$ km east and $y$ km north of it (the summit lies further north-east).
+# After $t$ hours she is at $x(t) = 1 + 2t$, $y(t) = t^2$. How fast does she climb at
+# $t = 1$, when she stands at $(3, 1)$, at height $H = 27 - 9 + 1 - 1 + 3 = 21$?
+#
+# Time reaches the height along two paths, one through $x$ and one through $y$ (here
+# $n = 1$, $k = 2$, $m = 1$):
+#
+# * **east**: she walks east at $\frac{dx}{dt} = 2$ km/h, and the hill rises eastwards at
+#   $\frac{\partial H}{\partial x} = 9 - 2x + y = 4$ per km; this path contributes
+#   $4 \cdot 2 = 8$;
+# * **north**: she walks north at $\frac{dy}{dt} = 2t = 2$ km/h, and the hill rises
+#   northwards at $\frac{\partial H}{\partial y} = 1 - 2y + x = 2$ per km; this path
+#   contributes $2 \cdot 2 = 4$.
+#
+# $$\frac{dH}{dt} = \frac{\partial H}{\partial x}\frac{dx}{dt}
+# + \frac{\partial H}{\partial y}\frac{dy}{dt} = 8 + 4 = 12,$$
+#
+# i.e. she climbs 1,200 m per hour. In matrix form this is the $1 \times 2$ Jacobian
+# $J_H = (4\ \ 2)$ times the $2 \times 1$ Jacobian $J_{(x, y)} = (2,\ 2)^\top$. A check
+# without the chain rule: substituting the path gives
+# $H(t) = 8 + 14t - 2t^2 + 2t^3 - t^4$, whose derivative at $t = 1$ is
+# $14 - 4 + 6 - 4 = 12$.
+
+
+# %%
+def height(p):
+    return float(9 * p[0] - p[0] ** 2 + p[1] - p[1] ** 2 + p[0] * p[1])
+
+
+def position(t):
+    return np.array([1 + 2 * t, t**2])
+
+
+t0 = 1.0
+p0 = position(t0)
+dH = numerical_gradient(height, p0.copy())  # (dH/dx, dH/dy) at (3, 1)
+velocity = numerical_jacobian(lambda t: position(t[0]), np.array([t0]))[:, 0]  # (dx/dt, dy/dt)
+east, north = dH[0] * velocity[0], dH[1] * velocity[1]
+climb = numerical_gradient(lambda t: height(position(t[0])), np.array([t0]))[0]
+print(
+    f"at {p0}: dH/dx = {dH[0]:.6f}, dH/dy = {dH[1]:.6f}; dx/dt = {velocity[0]:.6f}, "
+    f"dy/dt = {velocity[1]:.6f}"
+)
+print(f"east path {east:.6f} + north path {north:.6f} = {east + north:.6f}; dH/dt = {climb:.6f}")
+assert np.allclose([height(p0), east, north, climb], [21, 8, 4, 12], atol=1e-6)
+
+# %% [markdown]
+# On the left, the map: the contour lines of the hill, her path and, at $t = 1$, her
+# velocity split into its east and north legs. On the right, the change of height near
+# $t = 1$ if she made only the east move, only the north move, or both. Near $t = 1$ the
+# two single moves add up to the real change: their slopes, 8 and 4, add to 12. Further
+# away the sum drifts off, by terms of second order such as the $xy$ term's
+# $(x - 3)(y - 1)$: the paths add up for small changes, which is all a derivative needs.
+
+# %%
+gx, gy = np.meshgrid(np.linspace(0, 7, 141), np.linspace(-0.5, 4.5, 101))
+ts = np.linspace(0, 1.6, 100)
+fig, (ax_map, ax_h) = plt.subplots(1, 2, figsize=(11, 4))
+levels = ax_map.contour(gx, gy, 9 * gx - gx**2 + gy - gy**2 + gx * gy, levels=12, cmap="terrain")
+ax_map.clabel(levels, fontsize=7)
+ax_map.plot(*position(ts), "k-", label="path $(1 + 2t,\\ t^2)$")
+ax_map.quiver(
+    *p0, velocity[0], 0, color="C0", angles="xy", scale_units="xy", scale=2, label="east leg"
+)
+ax_map.quiver(
+    p0[0] + velocity[0] / 2,
+    p0[1],
+    0,
+    velocity[1],
+    color="C1",
+    angles="xy",
+    scale_units="xy",
+    scale=2,
+    label="north leg",
+)
+ax_map.plot(*p0, "ko")
+ax_map.set(
+    title="the hill (height, 100 m) and the hiker at t = 1",
+    xlabel="x, km east",
+    ylabel="y, km north",
+    aspect="equal",
+)
+ax_map.legend(loc="lower right", fontsize=8)
+near = np.linspace(0.6, 1.4, 41)
+only_east = [height([position(t)[0], p0[1]]) - 21 for t in near]
+only_north = [height([p0[0], position(t)[1]]) - 21 for t in near]
+both = [height(position(t)) - 21 for t in near]
+ax_h.plot(near, only_east, label="only the east move (slope 8)")
+ax_h.plot(near, only_north, label="only the north move (slope 4)")
+ax_h.plot(near, both, "k", lw=3, alpha=0.4, label="the real walk (slope 12)")
+ax_h.plot(near, np.add(only_east, only_north), "k--", label="east + north")
+ax_h.set(
+    title="change of height near t = 1: the two paths add up",
+    xlabel="t, hours",
+    ylabel="H(t) - H(1), 100 m",
+)
+ax_h.legend(fontsize=8)
+fig.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ### Proof
 #
-# We need one fact about matrices: a matrix $A$ stretches no vector by more than a fixed
-# factor $\|A\|$ (e.g. $\|A\| = \sqrt{\sum_{ij} A_{ij}^2}$ works, by Cauchy-Schwarz on each
-# row), so $\|A v\| \le \|A\|\,\|v\|$.
+# We need one fact from the primer: a matrix $A$ stretches no vector by more than the
+# fixed factor $\|A\| = \sqrt{\sum_{ij} A_{ij}^2}$, i.e. $\|A v\| \le \|A\|\,\|v\|$.
 #
 # As in one variable, write $f(u + k) = f(u) + J_f(u)\,k + \rho(k)\,\|k\|$ where
 # $\rho(k) = \frac{r_f(k)}{\|k\|} \to 0$ as $k \to 0$ and $\rho(0) = 0$; this holds for every
@@ -394,3 +558,113 @@ print("d loss / dx =", from_left.round(6), "(both orders and central differences
 #
 # Now in the library: `dlnotes.backprop.numerical_gradient`, `numerical_jacobian`.
 # Next: `mn02-backpropagation.py`.
+
+# %% [markdown]
+# ## Exercises
+#
+# **1. The chain rule by hand.** Differentiate $s(x) = \log\big(1 + e^{3x}\big)$ (the
+# "softplus" of $3x$) with the chain rule: three links, $x \mapsto 3x \mapsto 1 + e^{3x}
+# \mapsto \log(\cdot)$. Show that $s'(x) = 3\,\sigma(3x)$ with the sigmoid
+# $\sigma(t) = 1 / (1 + e^{-t})$, so $s'(0) = 1.5$, and check at a few points with central
+# differences.
+
+
+# %% tags=["solution"]
+# Rates multiply: d log(w)/dw = 1/w, d(1 + e^u)/du = e^u, d(3x)/dx = 3, so
+# s'(x) = 3 e^(3x) / (1 + e^(3x)) = 3 / (1 + e^(-3x)) = 3 sigmoid(3x).
+def softplus3(v):
+    return float(np.log1p(np.exp(3 * v[0])))
+
+
+for x in [0.0, -1.0, 0.4, 2.0]:
+    by_hand = 3 / (1 + np.exp(-3 * x))
+    numeric = numerical_gradient(softplus3, np.array([x]))[0]
+    print(f"s'({x:+.1f}) = {by_hand:.8f} | central differences {numeric:.8f}")
+    assert np.isclose(by_hand, numeric, rtol=1e-8)
+assert 3 / (1 + np.exp(0)) == 1.5
+
+# %% [markdown]
+# **2. The Jacobian of softmax.** $p = \operatorname{softmax}(z)$,
+# $p_i = e^{z_i} / \sum_k e^{z_k}$, maps $\mathbb{R}^n$ to $\mathbb{R}^n$. Show that
+# $\frac{\partial p_i}{\partial z_j} = p_i\,([i = j] - p_j)$, i.e.
+# $J = \operatorname{diag}(p) - p\,p^\top$, and check it with `numerical_jacobian`. Why
+# does every column of $J$ add up to 0? Then use the chain rule to find the gradient of
+# $\ell = -\log p_c$ (cross-entropy for the correct class $c$): you should get $p - y$ with
+# $y$ the one-hot vector of $c$, the result note 2 builds on.
+
+
+# %% tags=["solution"]
+# Quotient rule: d p_i / d z_j = (e^z_i [i = j] S - e^z_i e^z_j) / S^2 = p_i [i = j] - p_i p_j.
+# The columns add to 0 because sum_i p_i = 1 whatever z is: no change of z_j changes the sum.
+# Chain rule for l = -log p_c: dl/dz_j = -(1 / p_c) dp_c/dz_j = -([c = j] - p_j) = p_j - y_j.
+def softmax_vec(z):
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+z = rng.normal(size=5)
+p = softmax_vec(z)
+J_softmax = np.diag(p) - np.outer(p, p)
+assert np.allclose(numerical_jacobian(softmax_vec, z), J_softmax, atol=1e-9)
+assert np.allclose(J_softmax.sum(axis=0), 0)
+c = 3
+y_onehot = np.eye(5)[c]
+grad_ce = -(1 / p[c]) * J_softmax[c]  # the row of the chain rule: d(-log p)/dp_c times row c
+assert np.allclose(grad_ce, p - y_onehot)
+assert np.allclose(
+    numerical_gradient(lambda v: float(-np.log(softmax_vec(v)[c])), z.copy()),
+    p - y_onehot,
+    atol=1e-8,
+)
+print("J = diag(p) - p p^T; columns sum to", J_softmax.sum(axis=0).round(12))
+print("gradient of -log p_c:", grad_ce.round(4), "= p - y")
+
+# %% [markdown]
+# **3. Walking without climbing.** Standing at $(3, 1)$, where the hill's gradient is
+# $\nabla H = (4, 2)^\top$, the hiker wants to walk at 1 km/h without climbing. Use the
+# chain rule to find the two directions $v$ (unit vectors) with $dH/dt = 0$, and compute
+# the east and the north contributions for one of them: neither is zero, yet they
+# cancel. (On the map, such a walk starts along a contour line.)
+
+# %% tags=["solution"]
+# dH/dt = 4 v_x + 2 v_y = grad H . v must vanish: v is perpendicular to (4, 2),
+# v = +-(1, -2) / sqrt(5). East: 4 / sqrt(5) = +1.789; north: 2 (-2 / sqrt(5)) = -1.789.
+slope = numerical_gradient(height, np.array([3.0, 1.0]))
+level = np.array([1.0, -2.0]) / np.sqrt(5)
+for v in (level, -level):
+    east, north = slope[0] * v[0], slope[1] * v[1]
+    walk = numerical_gradient(lambda s, v=v: height(np.array([3.0, 1.0]) + s[0] * v), np.zeros(1))
+    print(f"v = {v.round(4)}: east {east:+.4f}, north {north:+.4f}, dH/dt = {walk[0]:+.1e}")
+    assert abs(east) > 1 and np.isclose(east, -north) and abs(walk[0]) < 1e-6
+assert np.isclose(np.linalg.norm(level), 1) and np.isclose(east, -4 / np.sqrt(5))
+
+# %% [markdown]
+# **4. Which end is cheaper?** Count the multiplications of section 6's two orders for the
+# chain with sizes $[4, 6, 5, 3]$: a $p \times q$ matrix times a $q \times r$ one costs
+# $p\,q\,r$. Multiplying from the left starts with the $1 \times 3$ row; from the right,
+# with $J_{f_2} J_{f_1}$. Then do the same for a chain of sizes $[1000, 1000, 1000, 1]$
+# (a wide network with one output).
+
+
+# %% tags=["solution"]
+def multiplications(sizes, from_left):
+    """Cost of (1 x n_L row) J_L ... J_1, with J_l of shape (n_l, n_(l-1))."""
+    shapes = [(sizes[i + 1], sizes[i]) for i in reversed(range(len(sizes) - 1))]  # J_L first
+    if from_left:
+        rows, cost = 1, 0
+        for n_out, n_in in shapes:
+            cost += rows * n_out * n_in  # (1 x n_out) times (n_out x n_in)
+        return cost
+    product, cost = shapes[-1], 0  # J_1
+    for n_out, n_in in reversed(shapes[:-1]):
+        cost += n_out * n_in * product[1]  # J_l times the (n_in x n_0) product so far
+        product = (n_out, product[1])
+    return cost + 1 * product[0] * product[1]  # the row times the full Jacobian
+
+
+assert multiplications([4, 6, 5, 3], True) == 15 + 30 + 24 == 69
+assert multiplications([4, 6, 5, 3], False) == 6 * 5 * 4 + 3 * 5 * 4 + 3 * 4 == 192
+wide = [1000, 1000, 1000, 1]
+left, right = multiplications(wide, True), multiplications(wide, False)
+print(f"sizes {wide}: from the left {left:,}, from the right {right:,} ({right / left:.0f}x)")
+assert left == 1000 + 2 * 1000**2 and right == 1000**3 + 1000**2 + 1000
