@@ -16,7 +16,6 @@
 # Runtime: about 3 s, full or smoke.
 
 # %%
-# ruff: noqa: E741 (l is the layer index, as in the maths)
 import time
 
 import numpy as np
@@ -372,3 +371,89 @@ print("PyTorch autograd == our four formulas, layer by layer (float64)")
 # Now in the library: `dlnotes.backprop` — `Network`, `forward`, `backward`,
 # `loss_and_gradients`, `ACTIVATIONS`, `LOSSES`, `softmax`.
 # Next: `mn03-two_layer_example.py`, every number of a small network by hand.
+
+# %% [markdown]
+# ## Exercises
+#
+# **1. $\delta = p - y$ by hand.** A network's output layer gives the logits
+# $z = (0,\ \log 2,\ \log 5)^\top$ for an example of class $c = 0$. Work out by hand
+# $p = \operatorname{softmax}(z)$, the loss $-\log p_0$ and the error signal
+# $\delta^{(L)}$, then check all three against `dlnotes.backprop` (a one-layer identity
+# network whose output *is* $z$) and against PyTorch's `F.cross_entropy`.
+
+# %% tags=["solution"]
+# e^z = (1, 2, 5), sum 8: p = (1/8, 2/8, 5/8); loss = -log(1/8) = log 8 = 2.0794;
+# delta = p - y = (1/8 - 1, 2/8, 5/8) = (-0.875, 0.25, 0.625).
+z_logits = np.array([[0.0], [np.log(2.0)], [np.log(5.0)]])
+hand_p, hand_loss, hand_delta = [0.125, 0.25, 0.625], np.log(8.0), [-0.875, 0.25, 0.625]
+one_layer = bp.Network({1: np.eye(3)}, {1: np.zeros((3, 1))}, {1: "identity"})
+value, g, _ = bp.loss_and_gradients(one_layer, z_logits, np.array([0]), "cross_entropy")
+assert np.allclose(bp.softmax(z_logits).ravel(), hand_p)
+assert np.isclose(value, hand_loss) and np.allclose(g.delta[1].ravel(), hand_delta)
+z_t = torch.tensor(z_logits.T, device=TORCH_DEVICE, requires_grad=True)
+F.cross_entropy(z_t, torch.tensor([0], device=TORCH_DEVICE)).backward()
+assert np.allclose(z_t.grad.cpu().numpy().ravel(), hand_delta, rtol=1e-12)
+print(f"p = {hand_p}, loss = log 8 = {value:.4f}, delta = {g.delta[1].ravel()}")
+
+# %% [markdown]
+# **2. A gradient check catches a planted bug.** Below is `backward` with one slip: the
+# hidden layers' recursion forgets the factor $\sigma_l'(z^{(l)})$. Run a gradient check
+# (central differences against the formulas) on the network of section 1 and show that
+# it finds the bug: which layers' gradients are wrong, and which are still right? Why?
+
+
+# %% tags=["solution"]
+def buggy_backward(net, trace, dL_daL):
+    """`bp.backward` with the hidden layers' sigma' left out."""
+    delta = {net.L: dL_daL * net.act[net.L].df(trace.z[net.L])}
+    for l in range(net.L - 1, 0, -1):
+        delta[l] = net.W[l + 1].T @ delta[l + 1]  # the slip: no * sigma'(z[l])
+    return {l: delta[l] @ trace.a[l - 1].T for l in delta}
+
+
+def relative_error(a, b):
+    return np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-30)
+
+
+fwd = bp.forward(net, X)
+buggy = buggy_backward(net, fwd, mse.grad(fwd.a[net.L], Y))
+for l in net.W:
+    numeric = bp.numerical_gradient(lambda _: bp.loss_and_gradients(net, X, Y)[0], net.W[l])
+    right, wrong = relative_error(batch.dW[l], numeric), relative_error(buggy[l], numeric)
+    print(f"layer {l}: correct backward {right:.1e} | buggy backward {wrong:.1e}")
+    assert right < 1e-7
+    # The output layer's delta needs no hidden sigma', so only the layers below it break.
+    assert wrong < 1e-7 if l == net.L else wrong > 1e-2
+
+# %% [markdown]
+# **3. An activation of your own.** The *softplus* $\sigma(z) = \log(1 + e^z)$ is a smooth
+# ReLU. Find its derivative, define it as a `bp.Activation`, build a
+# $[3, 4, 4, 2]$ network with softplus hidden layers, and check the gradients of every
+# weight from `bp.loss_and_gradients` against PyTorch's autograd (`F.softplus`) on a batch
+# of 5 examples with cross-entropy.
+
+# %% tags=["solution"]
+# d/dz log(1 + e^z) = e^z / (1 + e^z) = sigmoid(z); logaddexp(0, z) avoids overflow.
+softplus = bp.Activation("softplus", lambda z: np.logaddexp(0.0, z), bp.activation("sigmoid").f)
+assert np.allclose(
+    softplus.df(points),
+    bp.numerical_gradient(lambda v: float(softplus.f(v).sum()), points.copy()),
+    atol=1e-8,
+)
+drawn = bp.Network.init([3, 4, 4, 2], ["identity"] * 3, rng)  # random W and b to start from
+sp_net = bp.Network(drawn.W, drawn.b, {1: softplus, 2: softplus, 3: "identity"})
+sp_X, sp_labels = rng.normal(size=(3, 5)), np.array([0, 1, 1, 0, 1])
+_, sp_grads, _ = bp.loss_and_gradients(sp_net, sp_X, sp_labels, "cross_entropy")
+Ws_t = {l: torch.tensor(sp_net.W[l], device=TORCH_DEVICE, requires_grad=True) for l in sp_net.W}
+bs_t = {
+    l: torch.tensor(sp_net.b[l].ravel(), device=TORCH_DEVICE, requires_grad=True) for l in sp_net.b
+}
+h_t = torch.tensor(sp_X.T, device=TORCH_DEVICE)
+for l in sp_net.W:
+    h_t = F.linear(h_t, Ws_t[l], bs_t[l])
+    h_t = F.softplus(h_t) if l < sp_net.L else h_t
+F.cross_entropy(h_t, torch.tensor(sp_labels, device=TORCH_DEVICE)).backward()
+for l in sp_net.W:
+    assert np.allclose(Ws_t[l].grad.cpu().numpy(), sp_grads.dW[l], rtol=1e-10, atol=1e-14)
+    assert np.allclose(bs_t[l].grad.cpu().numpy(), sp_grads.db[l].ravel(), rtol=1e-10, atol=1e-14)
+print("softplus network: our formulas == PyTorch autograd for every W and b")
