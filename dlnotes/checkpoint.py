@@ -28,7 +28,8 @@ import dataclasses
 import os
 import random
 import zlib
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,12 @@ def _crc(obj: object, acc: int = 0) -> int:
     return zlib.crc32(repr(obj).encode(), acc)
 
 
-def rng_state() -> dict[str, Any]:
-    """The state of every random-number generator a training step may draw from."""
+def rng_state(generators: Sequence[torch.Generator] = ()) -> dict[str, Any]:
+    """The state of every random-number generator a training step may draw from.
+
+    The global ones (Python, NumPy, torch CPU/CUDA/MPS), and `generators` of one's own,
+    such as a DataLoader's shuffling generator.
+    """
     state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
     try:
         import numpy as np
@@ -89,11 +94,19 @@ def rng_state() -> dict[str, Any]:
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         state["mps"] = torch.mps.get_rng_state()
+    state["generators"] = [gen.get_state() for gen in generators]
     return state
 
 
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore generators saved by `rng_state` (those this machine has)."""
+def set_rng_state(state: Mapping[str, Any], generators: Sequence[torch.Generator] = ()) -> None:
+    """Restore generators saved by `rng_state` (the global ones this machine has, and
+    `generators`, which must be as many as were saved)."""
+    saved = state.get("generators", [])
+    if len(saved) != len(generators):
+        raise CheckpointError(
+            f"the saved random state holds {len(saved)} generator(s) of its own, "
+            f"but {len(generators)} were given to restore"
+        )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     torch.set_rng_state(state["torch"].cpu())
@@ -110,6 +123,51 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         and torch.backends.mps.is_available()
     ):
         torch.mps.set_rng_state(state["mps"].cpu())
+    for gen, gen_state in zip(generators, saved, strict=True):
+        gen.set_state(gen_state)
+
+
+# What `torch.load(weights_only=True)` reads back. Exact types: NumPy's float64 is a
+# float subclass, and pickles as a NumPy object the safe loader refuses.
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device)
+_CONTAINERS = (dict, OrderedDict, list, tuple, set, frozenset, torch.Size)
+
+
+def _unsafe(obj: object, where: str) -> str | None:
+    """Where in `obj` the first value lies that weights_only loading refuses (None: nowhere).
+
+    >>> _unsafe({"a": [1, {"b": range(2)}]}, "extra")
+    "extra['a'][1]['b'] is a range"
+    """
+    kind = type(obj)
+    if kind in _PLAIN or kind in (torch.Tensor, nn.Parameter):
+        return None
+    if kind in (dict, OrderedDict):
+        for key, value in obj.items():  # type: ignore[attr-defined]
+            found = _unsafe(key, f"a key of {where}") or _unsafe(value, f"{where}[{key!r}]")
+            if found:
+                return found
+        return None
+    if kind in _CONTAINERS:
+        for i, item in enumerate(obj):  # type: ignore[arg-type]
+            found = _unsafe(item, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    name = (
+        kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    )
+    return f"{where} is a {name}"
+
+
+def _write_problem(exc: BaseException) -> str:
+    """The cause of a failed write: the OS error torch's own RuntimeError hides, if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen.strerror or str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def save_checkpoint(
@@ -129,17 +187,26 @@ def save_checkpoint(
         "config": _config(model),
         "model": _base(model).state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "optimizer_class": type(optimizer).__name__ if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": rng_state(),
         "step": int(step),
         "extra": dict(extra or {}),
     }
+    for key in ("optimizer", "scheduler", "extra"):
+        problem = _unsafe(payload[key], key)
+        if problem:
+            raise CheckpointError(
+                f"cannot save checkpoint {path}: {problem}, which a checkpoint cannot hold "
+                "(it loads with weights_only=True): store tensors, numbers, strings, lists "
+                "and dicts, e.g. float(x) for a NumPy number"
+            )
     payload["crc32"] = _crc(payload)
     try:
         with atomic_write(path) as fh:
             torch.save(payload, fh)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
+    except (OSError, RuntimeError) as exc:  # torch reports a failed write as a RuntimeError
+        raise CheckpointError(f"cannot write checkpoint {path}: {_write_problem(exc)}") from None
     return path
 
 
@@ -204,11 +271,13 @@ def load_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     *,
     restore_rng: bool = True,
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint into `model` (and optimizer, scheduler, RNGs); return its other fields.
 
     The returned dict has ``step``, ``extra`` and ``config``. Nothing is changed
-    unless the whole file checks out and fits the model.
+    unless the whole file checks out and fits the model, and ``check(fields)`` (the
+    caller's own test of that dict) has returned without raising.
     """
     path = Path(path)
     payload = _read(path)
@@ -218,6 +287,15 @@ def load_checkpoint(
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler)):
         if obj is not None and payload[name] is None:
             raise CheckpointError(f"checkpoint {path} holds no {name} state to resume from")
+    saved_class = payload.get("optimizer_class")
+    if optimizer is not None and saved_class not in (None, type(optimizer).__name__):
+        raise CheckpointError(
+            f"checkpoint {path} holds the state of a {saved_class} optimizer, this one is "
+            f"{type(optimizer).__name__}: make the optimizer the run was saved with"
+        )
+    fields = {"step": payload["step"], "extra": payload["extra"], "config": payload["config"]}
+    if check is not None:
+        check(fields)
     if optimizer is not None:
         saved_sizes = [len(g["params"]) for g in payload["optimizer"]["param_groups"]]
         sizes = [len(g["params"]) for g in optimizer.param_groups]
@@ -238,4 +316,4 @@ def load_checkpoint(
         ) from None
     if restore_rng:
         set_rng_state(payload["rng"])
-    return {"step": payload["step"], "extra": payload["extra"], "config": payload["config"]}
+    return fields

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dlnotes import fastpath
-from dlnotes.errors import InputError
+from dlnotes.errors import InputError, require_int
 
 AmpArg = torch.dtype | str | None
 
@@ -78,10 +78,30 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _check_targets(targets: object, inputs: Tensor, logits: Tensor) -> None:
+    """Raise `InputError` unless `targets` holds one id in 0..V-1 per position of the logits."""
+    if not isinstance(targets, Tensor) or targets.dtype not in (torch.int64, torch.int32):
+        what = targets.dtype if isinstance(targets, Tensor) else type(targets).__name__
+        raise InputError(f"targets must be a tensor of integer token ids, got {what}")
+    if targets.shape != logits.shape[:-1]:
+        raise InputError(
+            f"targets of shape {tuple(targets.shape)} do not match the inputs of shape "
+            f"{tuple(inputs.shape)}: give one target id per input position"
+        )
+    # Only where the ids still are on the CPU: a check on a GPU tensor waits for the GPU.
+    if targets.device.type == "cpu" and targets.numel():
+        lo, hi = torch.aminmax(targets)
+        vocab = logits.shape[-1]
+        if lo < 0 or hi >= vocab:
+            bad = int(lo) if lo < 0 else int(hi)
+            raise InputError(f"target token id {bad} is outside the vocabulary 0..{vocab - 1}")
+
+
 def batch_loss(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
     """Mean cross-entropy of the model's next-token logits (B, T, V) against targets (B, T)."""
     device = _device_of(model)
     logits = model(inputs.to(device, non_blocking=True))
+    _check_targets(targets, inputs, logits)
     # float(): under autocast the logits are bf16; the loss is computed in float32.
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.to(device).flatten())
 
@@ -94,6 +114,8 @@ def loader_loss(
 
     Leaves the model's train/eval mode as it is, like the book's ``calc_loss_loader``.
     """
+    if num_batches is not None:
+        require_int("num_batches", num_batches)
     available = len(loader)  # type: ignore[arg-type]
     if available == 0:
         raise InputError(

@@ -20,6 +20,7 @@ generation during training (pass ``on_epoch_end``; see `dlnotes.generate`).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +31,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from dlnotes.checkpoint import load_checkpoint, save_checkpoint
-from dlnotes.errors import CheckpointError, InputError
+from dlnotes import fastpath
+from dlnotes.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dlnotes.errors import CheckpointError, InputError, require_int
 from dlnotes.losses import AmpArg, amp_dtype, autocast, batch_loss, evaluate, loader_loss
 
 # The loss helpers live in `dlnotes.losses`; importing them from here works as well.
@@ -80,24 +82,39 @@ def grad_norm(parameters: Iterable[nn.Parameter]) -> float:
     return torch.linalg.vector_norm(torch.cat(grads)).item() if grads else 0.0
 
 
+def fused_adamw_works(device: torch.device) -> bool:
+    """Whether a fused AdamW step runs on `device` (probed once; see `dlnotes.fastpath`).
+
+    Whether PyTorch has the kernel for a device depends on its version and build; the
+    probe steps a fused AdamW over a two-element tensor there. ``DLNOTES_GENERIC_CPU=1``
+    turns it off on the CPU.
+    """
+
+    def probe() -> None:
+        param = torch.zeros(2, device=device, requires_grad=True)
+        param.grad = torch.ones_like(param)
+        torch.optim.AdamW([param], lr=0.1, fused=True).step()
+
+    return fastpath.available(f"fused_adamw_{device.type}", probe, cpu=device.type == "cpu")
+
+
 def make_optimizer(
     model: nn.Module, lr: float = 4e-4, weight_decay: float = 0.1, fused: bool | None = None
 ) -> torch.optim.AdamW:
-    """AdamW over all parameters, as the book does; fused kernel where the device has one.
+    """AdamW over all parameters, as the book does; fused kernel where the device runs one.
 
     The fused step updates every tensor in one kernel instead of a dozen per tensor
-    (about 20 % of a book-sized step on CPU).
+    (about 20 % of a book-sized step on CPU). ``fused=None`` decides by
+    `fused_adamw_works`; the unfused step computes the same update.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if fused is None:
-        try:  # a private helper; PyTorch < 2.4 has no fused CPU kernel anyway
-            from torch.optim.optimizer import _get_fused_kernels_supported_devices
-
-            supported = set(_get_fused_kernels_supported_devices())
-        except ImportError:
-            supported = {"cuda"}
-        kinds = {p.device.type for p in params}
-        fused = kinds <= supported and all(p.dtype.is_floating_point for p in params)
+        devices = {p.device for p in params}
+        fused = (
+            len(devices) == 1
+            and all(p.dtype.is_floating_point for p in params)
+            and fused_adamw_works(devices.pop())
+        )
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
@@ -142,6 +159,9 @@ def print_sample(
     return show
 
 
+_RESUME_KEYS = ("history", "position", "loader_rng", "batches_per_epoch")
+
+
 @dataclass
 class _Position:
     """Where a run is: completed steps and tokens, and the next batch of which epoch."""
@@ -164,16 +184,11 @@ def _loader_generators(loader: DataLoader) -> list[torch.Generator]:
 
 
 def _rng_now(loader: DataLoader) -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "loader": [g.get_state() for g in _loader_generators(loader)],
-    }
+    return rng_state(_loader_generators(loader))
 
 
 def _set_rng(loader: DataLoader, state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    for gen, saved in zip(_loader_generators(loader), state["loader"], strict=True):
-        gen.set_state(saved)
+    set_rng_state(state, _loader_generators(loader))
 
 
 def _batches(loader: DataLoader, pos: _Position, resumed: bool) -> Iterator[tuple[Tensor, Tensor]]:
@@ -224,6 +239,22 @@ def train(
     `checkpoint_every` steps and at the end; with ``resume=True`` an existing file
     there is loaded first and the run continues where it stopped.
     """
+    epochs = require_int("epochs", epochs)
+    eval_every = require_int("eval_every", eval_every)
+    for name, value in (
+        ("eval_batches", eval_batches),
+        ("max_steps", max_steps),
+        ("checkpoint_every", checkpoint_every),
+    ):
+        if value is not None:
+            require_int(name, value)
+    if grad_clip is not None and (
+        isinstance(grad_clip, bool) or not isinstance(grad_clip, numbers.Real) or not grad_clip > 0
+    ):
+        # A limit <= 0 would flip or zero every step instead of bounding it.
+        raise InputError(
+            f"grad_clip must be a number > 0 (the largest gradient norm allowed), got {grad_clip!r}"
+        )
     n_batches = len(train_loader)
     for which, loader in (("training", train_loader), ("validation", val_loader)):
         if len(loader) == 0:
@@ -232,24 +263,30 @@ def train(
                 f"batch_size={getattr(loader, 'batch_size', '?')} "
                 "(use a longer text or smaller batch_size / max_length)"
             )
-    if epochs < 1 or eval_every < 1 or (checkpoint_every is not None and checkpoint_every < 1):
-        raise InputError(
-            f"epochs, eval_every and checkpoint_every must be >= 1, got {epochs}, {eval_every}, "
-            f"{checkpoint_every}"
-        )
     total = epochs * n_batches if max_steps is None else min(max_steps, epochs * n_batches)
     device = next(model.parameters()).device
     dtype = amp_dtype(device, amp)
     history, pos = History(), _Position()
     resumed = False
-    if checkpoint is not None and resume and Path(checkpoint).is_file():
-        saved = load_checkpoint(checkpoint, model, optimizer, scheduler)
+
+    def resumable(saved: dict[str, Any]) -> None:
+        """Refuse a checkpoint this loop cannot continue, before anything is restored."""
         extra = saved["extra"]
-        if extra.get("batches_per_epoch") != n_batches:
+        missing = [key for key in _RESUME_KEYS if key not in extra]
+        if missing:
             raise CheckpointError(
-                f"checkpoint {checkpoint} was made with {extra.get('batches_per_epoch')} batches "
+                f"checkpoint {checkpoint} was not written by train (its extra state has no "
+                f"{missing[0]!r}): give train another checkpoint path"
+            )
+        if extra["batches_per_epoch"] != n_batches:
+            raise CheckpointError(
+                f"checkpoint {checkpoint} was made with {extra['batches_per_epoch']} batches "
                 f"per epoch, this training loader has {n_batches}: resume with the same data"
             )
+
+    if checkpoint is not None and resume and Path(checkpoint).is_file():
+        saved = load_checkpoint(checkpoint, model, optimizer, scheduler, check=resumable)
+        extra = saved["extra"]
         history = History(**extra["history"])
         pos = _Position(**extra["position"])
         _set_rng(train_loader, extra["loader_rng"])

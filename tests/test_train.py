@@ -13,11 +13,19 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from dlnotes import fastpath
 from dlnotes.env import seed_everything
 from dlnotes.errors import CheckpointError, InputError
 from dlnotes.gpt import GPT, GPTConfig
 from dlnotes.losses import loader_loss
-from dlnotes.train import History, ids_to_text, make_optimizer, text_to_ids, train
+from dlnotes.train import (
+    History,
+    fused_adamw_works,
+    ids_to_text,
+    make_optimizer,
+    text_to_ids,
+    train,
+)
 
 TEXT = "Every effort moves you forward, and every step counts when you learn by doing. "
 
@@ -88,10 +96,36 @@ def test_bf16_autocast_stays_in_the_float32_loss_band():
     assert losses[torch.bfloat16] == pytest.approx(losses[None], abs=0.15)
 
 
-def test_make_optimizer_uses_the_fused_kernel_on_cpu():
+@pytest.mark.parametrize("works", [True, False])
+def test_make_optimizer_follows_the_fused_adamw_probe(works, monkeypatch):
+    monkeypatch.setitem(fastpath.RESULTS, "fused_adamw_cpu", works)
     opt = make_optimizer(tiny_model(), lr=4e-4, weight_decay=0.1)
     group = opt.param_groups[0]
-    assert group["fused"] and group["lr"] == 4e-4 and group["weight_decay"] == 0.1
+    assert bool(group["fused"]) is works and group["lr"] == 4e-4 and group["weight_decay"] == 0.1
+
+
+def test_fused_adamw_probe_is_off_on_the_generic_cpu(monkeypatch):
+    monkeypatch.delitem(fastpath.RESULTS, "fused_adamw_cpu", raising=False)
+    monkeypatch.setattr(fastpath, "GENERIC_CPU", True)
+    assert not fused_adamw_works(torch.device("cpu"))
+    assert not make_optimizer(tiny_model()).param_groups[0]["fused"]
+
+
+def test_fused_and_plain_adamw_take_the_same_step(monkeypatch):
+    monkeypatch.delitem(fastpath.RESULTS, "fused_adamw_cpu", raising=False)
+    if not fused_adamw_works(torch.device("cpu")):
+        pytest.skip("this PyTorch has no fused AdamW for the CPU")
+    models = [tiny_model(), tiny_model()]
+    models[1].load_state_dict(models[0].state_dict())
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
+    for model, fused in zip(models, (True, False), strict=True):
+        opt = make_optimizer(model, lr=1e-2, fused=fused)
+        for _ in range(3):
+            opt.zero_grad()
+            model(ids).logsumexp(-1).mean().backward()
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_text_ids_round_trip_matches_tiktoken(data_file):
@@ -136,7 +170,8 @@ WORKER = textwrap.dedent(
     from pathlib import Path
     import torch
     from torch.utils.data import DataLoader, TensorDataset
-    from dlnotes.env import seed_everything
+    from dlnotes import fastpath
+from dlnotes.env import seed_everything
     from dlnotes.gpt import GPT, GPTConfig
     from dlnotes.schedule import warmup_cosine
     from dlnotes.train import make_optimizer, train

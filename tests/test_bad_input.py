@@ -1,0 +1,180 @@
+"""Bad input found by trying what a new reader might pass: each is one clear error.
+
+Every test here failed before its fix (a silent wrong result, or a raw error from
+deep inside PyTorch, tiktoken or the standard library).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from dlnotes import checkpoint as ckpt
+from dlnotes.checkpoint import load_checkpoint, save_checkpoint
+from dlnotes.errors import CheckpointError, InputError
+from dlnotes.gpt import GPT, GPTConfig
+from dlnotes.losses import batch_loss, loader_loss
+from dlnotes.train import make_optimizer, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TEXT = "Every effort moves you forward, and every step counts when you learn by doing. "
+
+
+def byte_loader(text: str = TEXT * 2, T: int = 16, stride: int = 8, batch_size: int = 4):
+    ids = torch.tensor(list(text.encode()))
+    starts = range(0, len(ids) - T, stride)
+    x = torch.stack([ids[i : i + T] for i in starts])
+    y = torch.stack([ids[i + 1 : i + T + 1] for i in starts])
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, drop_last=True)
+
+
+def tiny_model() -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig.tiny(vocab_size=256, context_length=16, emb_dim=16, n_layers=1))
+
+
+def weights(model: torch.nn.Module) -> torch.Tensor:
+    return torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+
+
+# 1. A negative clipping limit reversed every update.
+@pytest.mark.parametrize("grad_clip", [-1.0, 0.0, float("nan"), "1"])
+def test_grad_clip_must_be_a_positive_number(grad_clip) -> None:
+    model, loader = tiny_model(), byte_loader()
+    before = weights(model)
+    with pytest.raises(InputError, match="grad_clip must be a number > 0"):
+        train(model, loader, loader, make_optimizer(model), grad_clip=grad_clip, progress=False)
+    assert torch.equal(weights(model), before)
+
+
+# 2. A negative number of evaluation batches gave negative losses; zero divided by zero.
+@pytest.mark.parametrize("n", [-1, 0, 1.5, True])
+def test_number_of_evaluation_batches_is_checked(n) -> None:
+    model, loader = tiny_model(), byte_loader()
+    with pytest.raises(InputError, match="num_batches must be an integer >= 1"):
+        loader_loss(model, loader, n)
+    with pytest.raises(InputError, match="eval_batches must be an integer >= 1"):
+        train(model, loader, loader, make_optimizer(model), eval_batches=n, progress=False)
+
+
+# 13. Fractional step and epoch counts ran a rounded number of steps.
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"max_steps": 2.5}, "max_steps"),
+        ({"max_steps": 0}, "max_steps"),
+        ({"epochs": 1.5}, "epochs"),
+        ({"eval_every": 2.0}, "eval_every"),
+        ({"checkpoint_every": 0.5}, "checkpoint_every"),
+    ],
+)
+def test_step_and_epoch_counts_are_integers(kwargs, name) -> None:
+    model, loader = tiny_model(), byte_loader()
+    with pytest.raises(InputError, match=f"{name} must be an integer >= 1"):
+        train(model, loader, loader, make_optimizer(model), progress=False, **kwargs)
+
+
+# 3. A value that weights_only loading refuses was saved, then the file "was corrupted".
+@pytest.mark.parametrize(
+    "extra, key",
+    [
+        ({"best": np.float64(1.5)}, "extra['best']"),
+        ({"log": [1, {"at": np.int64(3)}]}, "extra['log'][1]['at']"),
+        ({"when": Path("x")}, "extra['when']"),
+    ],
+)
+def test_save_refuses_values_the_safe_loader_cannot_read(tmp_path, extra, key) -> None:
+    path = tmp_path / "run.pt"
+    with pytest.raises(CheckpointError, match=re.escape(key)):
+        save_checkpoint(path, torch.nn.Linear(2, 2), extra=extra)
+    assert not path.exists()
+    # Plain values of the same meaning are fine, and come back equal.
+    save_checkpoint(path, torch.nn.Linear(2, 2), extra={"best": 1.5, "log": [1, {"at": 3}]})
+    assert load_checkpoint(path, torch.nn.Linear(2, 2))["extra"]["best"] == 1.5
+
+
+# 4. A checkpoint `train` cannot resume from was refused after overwriting the model.
+def test_train_refuses_a_foreign_checkpoint_before_touching_the_model(tmp_path) -> None:
+    model, loader = tiny_model(), byte_loader()
+    other = tiny_model()
+    torch.nn.init.normal_(other.wte.weight)
+    path = save_checkpoint(tmp_path / "plain.pt", other, make_optimizer(other))
+    opt = make_optimizer(model)
+    before, opt_before = weights(model), opt.state_dict()
+    with pytest.raises(CheckpointError, match="not written by train"):
+        train(model, loader, loader, opt, checkpoint=path, progress=False)
+    assert torch.equal(weights(model), before)
+    assert opt.state_dict() == opt_before
+
+
+# 5. AdamW's state loaded into SGD; the next step failed with KeyError: 'momentum'.
+def test_optimizer_of_another_type_is_refused(tmp_path) -> None:
+    model = torch.nn.Linear(3, 3)
+    adam = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    adam.step()
+    path = save_checkpoint(tmp_path / "run.pt", model, adam)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    with pytest.raises(CheckpointError, match="AdamW optimizer.*this one is SGD"):
+        load_checkpoint(path, model, sgd)
+    sgd.step()  # untouched: still a working SGD
+
+
+# 6. Disk full while saving: a raw "[enforce fail at inline_container.cc]" RuntimeError.
+def test_disk_full_is_one_line_naming_the_file_and_keeps_the_old_one(tmp_path, monkeypatch) -> None:
+    model = torch.nn.Linear(64, 64)
+    path = save_checkpoint(tmp_path / "run.pt", model, step=1)
+    real = ckpt.atomic_write
+
+    class FullDisk:
+        """A file that takes the first 4 kB, then fails as a full disk does."""
+
+        def __init__(self, fh) -> None:
+            self.fh, self.written = fh, 0
+
+        def write(self, block) -> int:
+            self.written += len(block)
+            if self.written > 4096:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.fh.write(block)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    @contextlib.contextmanager
+    def full_disk(target, *args, **kwargs):
+        with real(target, *args, **kwargs) as fh:
+            yield FullDisk(fh)
+
+    monkeypatch.setattr(ckpt, "atomic_write", full_disk)
+    with pytest.raises(CheckpointError) as info:
+        save_checkpoint(path, torch.nn.Linear(64, 64), step=2)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "No space left" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]
+    assert load_checkpoint(path, model)["step"] == 1
+
+
+# 12. Targets outside the vocabulary or of another shape: raw IndexError / ValueError.
+def test_batch_loss_checks_the_targets() -> None:
+    model = tiny_model()
+    inputs = torch.randint(0, 256, (2, 8))
+    with pytest.raises(InputError, match="target token id 300 is outside the vocabulary 0..255"):
+        batch_loss(model, inputs, torch.full((2, 8), 300))
+    with pytest.raises(InputError, match="target token id -5"):
+        batch_loss(model, inputs, torch.full((2, 8), -5))
+    with pytest.raises(InputError, match=r"targets of shape \(2, 7\).*inputs of shape \(2, 8\)"):
+        batch_loss(model, inputs, torch.zeros(2, 7, dtype=torch.long))
+    with pytest.raises(InputError, match="integer token ids"):
+        batch_loss(model, inputs, torch.zeros(2, 8))
+    expected = torch.nn.functional.cross_entropy(model(inputs).flatten(0, 1), inputs.flatten())
+    assert batch_loss(model, inputs, inputs).item() == pytest.approx(expected.item())
