@@ -339,15 +339,30 @@ def lora_count(
     )
 
 
-def save_adapters(model: nn.Module, path: str | os.PathLike[str]) -> Path:
-    """Write only the adapters (and their rank, alpha, scaling, parts) to a safetensors
-    file, atomically; returns the path."""
+def save_adapters(
+    model: nn.Module, path: str | os.PathLike[str], *, also_save: Iterable[str] = ()
+) -> Path:
+    """Write the adapters (and their rank, alpha, scaling, parts) to a safetensors file,
+    atomically; returns the path.
+
+    `also_save` names modules whose every tensor goes in too: a new classification
+    head starts from random weights, so its frozen base must travel with its adapter.
+    """
     from safetensors.torch import save
 
     layers = lora_layers(model)
     if not layers:
         raise InputError("the model has no LoRA layers: there are no adapters to save")
-    tensors = {k: t.contiguous().cpu() for k, t in lora_state_dict(model).items()}
+    tensors = dict(lora_state_dict(model))
+    for name in [also_save] if isinstance(also_save, str) else also_save:
+        try:
+            model.get_submodule(name)
+        except AttributeError:
+            raise InputError(f"also_save: the model has no module {name!r}") from None
+        for key, t in model.state_dict().items():
+            if key.startswith(name + ".") and key not in tensors:
+                tensors[key] = t.detach()
+    tensors = {k: t.contiguous().cpu() for k, t in tensors.items()}
     layout = {name: module.spec() for name, module in layers.items()}
     metadata = {
         "format": FORMAT,
@@ -393,70 +408,91 @@ def _read_adapters(path: Path) -> tuple[dict[str, Tensor], dict[str, dict[str, A
     return tensors, layout
 
 
-def load_adapters(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
-    """Load adapters saved by `save_adapters` into `model` and return it.
-
-    A model without LoRA layers first gets them, as the file describes (its other
-    parameters frozen); one with LoRA layers must have exactly the file's. A file for
-    a model of another shape, or a damaged one, is a `CheckpointError`.
-    """
-    path = Path(path)
-    tensors, layout = _read_adapters(path)
-    if not lora_layers(model):
-        modules = dict(model.named_modules())
-        for name, spec in layout.items():
-            base = modules.get(name)
-            if not isinstance(base, nn.Linear):
-                raise CheckpointError(
-                    f"adapters in {path} do not fit this model: it has no linear layer {name!r}"
-                )
-            if (base.in_features, base.out_features) != (spec["in_features"], spec["out_features"]):
+def _wrap_as_in_file(model: nn.Module, layout: Mapping[str, Any], path: Path) -> None:
+    """Give a model without LoRA layers the adapters the file describes."""
+    modules = dict(model.named_modules())
+    wrapped = {}
+    for name, spec in layout.items():
+        base = modules.get(name)
+        if not isinstance(base, nn.Linear):
+            raise CheckpointError(
+                f"adapters in {path} do not fit this model: it has no linear layer {name!r}"
+            )
+        try:
+            shape = (spec["in_features"], spec["out_features"])
+            if (base.in_features, base.out_features) != shape:
                 raise CheckpointError(
                     f"adapters in {path} do not fit this model: layer {name!r} is "
                     f"{base.in_features} -> {base.out_features} here, "
-                    f"{spec['in_features']} -> {spec['out_features']} in the file"
+                    f"{shape[0]} -> {shape[1]} in the file"
                 )
-        try:
-            wrapped = {
-                name: LinearWithLoRA(
-                    modules[name],
-                    spec["rank"],
-                    spec["alpha"],
-                    scaling=spec["scaling"],
-                    parts=spec["parts"],
-                    allow_excess_rank=True,
-                )
-                for name, spec in layout.items()
-            }
+            wrapped[name] = LinearWithLoRA(
+                base,
+                spec["rank"],
+                spec["alpha"],
+                scaling=spec["scaling"],
+                parts=spec["parts"],
+                allow_excess_rank=True,
+            )
         except (InputError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{path} has a damaged adapter layout: {exc}") from None
-        model.requires_grad_(False)
-        for name, module in wrapped.items():
-            module.lora.requires_grad_(True)
-            _set_child(model, name, module)
+    model.requires_grad_(False)
+    for name, module in wrapped.items():
+        module.lora.requires_grad_(True)
+        _set_child(model, name, module)
+
+
+def _fill(
+    model: nn.Module, tensors: dict[str, Tensor], layout: Mapping[str, Any], path: Path
+) -> None:
+    """Check that the file's tensors fit the model's LoRA layers (and modules), then copy."""
+    misfit = f"adapters in {path} do not fit this model"
     layers = lora_layers(model)
     if set(layers) != set(layout):
-        missing = sorted(set(layout) - set(layers)) or sorted(set(layers) - set(layout))
-        raise CheckpointError(
-            f"adapters in {path} do not fit this model: LoRA layers differ (e.g. {missing[0]!r})"
-        )
+        odd = sorted(set(layout) ^ set(layers))
+        raise CheckpointError(f"{misfit}: LoRA layers differ (e.g. {odd[0]!r})")
     for name, module in layers.items():
         if module.spec() != layout[name]:
             raise CheckpointError(
-                f"adapters in {path} do not fit this model: layer {name!r} has "
-                f"{module.spec()} here, {layout[name]} in the file"
+                f"{misfit}: layer {name!r} has {module.spec()} here, {layout[name]} in the file"
             )
-    expected = lora_state_dict(model)
-    if set(tensors) != set(expected):
-        raise CheckpointError(f"adapters in {path} do not fit this model: tensor names differ")
+    state = model.state_dict()
+    missing = sorted(set(lora_state_dict(model)) - set(tensors))
+    if missing:
+        raise CheckpointError(f"{misfit}: the file lacks {missing[0]}")
     for key, t in tensors.items():
-        if t.shape != expected[key].shape:
+        if key not in state:
+            raise CheckpointError(f"{misfit}: it has no tensor {key}")
+        if t.shape != state[key].shape:
             raise CheckpointError(
-                f"adapters in {path} do not fit this model: {key} is "
-                f"{tuple(expected[key].shape)} here, {tuple(t.shape)} in the file"
+                f"{misfit}: {key} is {tuple(state[key].shape)} here, {tuple(t.shape)} in the file"
             )
     with torch.no_grad():
-        for name, module in layers.items():
-            module.lora.A.copy_(tensors[f"{name}.lora.A"])
-            module.lora.B.copy_(tensors[f"{name}.lora.B"])
+        for key, t in tensors.items():
+            state[key].copy_(t)
+
+
+def load_adapters(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
+    """Load a file written by `save_adapters` into `model` and return it.
+
+    A model without LoRA layers first gets them, as the file describes (its other
+    parameters frozen); one with LoRA layers must have exactly the file's. A file for
+    a model of another shape, or a damaged one, is a `CheckpointError`, and leaves the
+    model as it was.
+    """
+    path = Path(path)
+    tensors, layout = _read_adapters(path)
+    if lora_layers(model):
+        _fill(model, tensors, layout, path)
+        return model
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    _wrap_as_in_file(model, layout, path)
+    try:
+        _fill(model, tensors, layout, path)
+    except CheckpointError:
+        for name, module in lora_layers(model).items():
+            _set_child(model, name, module.linear)
+        for n, p in model.named_parameters():
+            p.requires_grad_(flags[n])
+        raise
     return model

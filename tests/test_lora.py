@@ -146,6 +146,14 @@ def test_book_count_gpt2_124m_two_class_head() -> None:
     assert layer_lora_count(768, 2, 16) == 12_320
 
 
+def test_book_count_gpt2_355m_exercise_7_4() -> None:
+    # Exercise 7.4: every linear layer of GPT-2 medium, its 50,257-word head included
+    with torch.device("meta"):
+        model = GPT(GPTConfig.gpt2("355M", tie_weights=False))
+    assert sum(p.numel() for p in model.parameters()) == 406_286_336
+    assert lora_count(model, 16) == 7_898_384
+
+
 def test_only_lora_parameters_get_gradients() -> None:
     model = apply_lora(tiny(), 4, 8)
     randomise_b(model)
@@ -271,6 +279,43 @@ def test_adapter_round_trip(tmp_path) -> None:
     load_adapters(again, path)
     with torch.no_grad():
         assert torch.equal(again(x), model(x))
+
+
+def test_a_new_head_travels_with_its_adapter(tmp_path) -> None:
+    """A 2-class head starts random and stays frozen under LoRA: its base must be saved."""
+
+    def classifier(seed: int) -> GPT:
+        torch.manual_seed(0)
+        model = tiny()  # the same pretrained body every time
+        torch.manual_seed(seed)
+        model.lm_head = nn.Linear(32, 2)
+        return model
+
+    model = apply_lora(classifier(1), 4, 8, allow_excess_rank=True)
+    randomise_b(model)
+    x = ids()
+    with_head = save_adapters(model, tmp_path / "with.safetensors", also_save=["lm_head"])
+    without = save_adapters(model, tmp_path / "without.safetensors")
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.equal(load_adapters(classifier(2), with_head)(x), expected)
+        assert not torch.allclose(load_adapters(classifier(2), without)(x), expected)
+    with pytest.raises(InputError, match="no module 'score'"):
+        save_adapters(model, tmp_path / "bad.safetensors", also_save=["score"])
+
+
+def test_a_failed_load_leaves_the_model_as_it_was(tmp_path) -> None:
+    source = tiny()
+    source.extra = nn.LayerNorm(32)  # a module the target model does not have
+    path = save_adapters(apply_lora(source, 4, 8), tmp_path / "a.safetensors", also_save=["extra"])
+    target = tiny()
+    target.lm_head.requires_grad_(False)
+    flags = {n: p.requires_grad for n, p in target.named_parameters()}
+    keys = list(target.state_dict())
+    with pytest.raises(CheckpointError, match=r"no tensor extra\.(weight|bias)"):
+        load_adapters(target, path)
+    assert not lora_layers(target) and list(target.state_dict()) == keys
+    assert {n: p.requires_grad for n, p in target.named_parameters()} == flags
 
 
 def test_loading_adapters_into_another_shape_is_an_error(tmp_path) -> None:
