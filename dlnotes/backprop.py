@@ -1,7 +1,7 @@
 """Backpropagation for a fully connected network, written exactly as in the math notes.
 
-Follows ``math_notes/mn02-backpropagation.py`` (the seed author's "Mathematics for
-Deep Learning"). Notation, used unchanged in the notes and here:
+Follows ``math_notes/mn02-backpropagation.py`` ("Mathematics for Deep Learning", part 2).
+Notation, used unchanged in the notes and here:
 
 * layers ``l = 1 .. L``; ``n[l]`` units in layer ``l``; ``a[0] = x`` is the input;
 * ``W[l]`` has shape ``(n[l], n[l-1])`` (like ``torch.nn.Linear.weight``), ``b[l]`` has
