@@ -15,10 +15,13 @@ adapted model computes exactly what the base does until training moves B.
 repository today); the printed book multiplies by ``alpha`` alone
 (``scaling="alpha"``), which with alpha = rank = 16 is a 16 times larger step.
 
-A *fused* projection holds several stacked ones: `dlnotes.attention` computes query,
-key and value with one ``qkv`` layer. ``parts=3`` gives each third of its outputs an
-adapter of its own, which is the book's model exactly (separate ``W_query``,
-``W_key``, ``W_value``, each with a rank-r update); ``parts=1`` puts one rank-r update
+A *fused* projection stacks several: `dlnotes.attention` computes query, key and
+value with one ``qkv`` layer, `dlnotes.llama` too (9 query, 3 key and 3 value heads)
+and its gate and up projections with one ``gate_up``. ``splits`` gives each stacked
+projection an adapter of its own (A_p and B_p, rank r each), which is exactly the
+book's model with separate ``W_query``, ``W_key``, ``W_value`` (and a Hugging Face
+Llama's separate ``q_proj`` … ``up_proj``, as `peft` adapts them); `apply_lora` finds
+these splits by itself (``splits="auto"``). ``splits=None`` puts one rank-r update
 on the whole fused matrix, as `peft` does for GPT-2's ``c_attn``.
 
 Leaves out: dropout on the adapter input, rsLoRA / DoRA variants, quantised bases
@@ -31,7 +34,7 @@ import json
 import math
 import os
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +46,7 @@ from dlnotes.atomic import atomic_write
 from dlnotes.errors import CheckpointError, InputError, require_int
 
 SCALINGS = ("alpha/rank", "alpha")
-# Names of fused projections -> how many projections are stacked in their outputs.
-FUSED: dict[str, int] = {"qkv": 3}
+SplitsArg = str | None | Mapping[str, int | Sequence[int]]  # see apply_lora
 FORMAT = "dlnotes-lora"
 VERSION = "1"
 
@@ -66,10 +68,11 @@ def _check_scaling(scaling: object) -> str:
 class LoRALayer(nn.Module):
     """The trainable update of one layer: ``x -> scaling · B (A x)``.
 
-    With ``parts > 1`` the outputs are split into `parts` equal slices, each with its
-    own A (rank × in) and B (out/parts × rank); the rows of `A` and `B` hold the slices
-    one after another. `allow_excess_rank` accepts a rank above min(in, out), where
-    the update cannot use it all (the book's rank-16 adapter on a 768 → 2 head).
+    `splits` (output sizes summing to `out_features`, or a number of equal parts)
+    cuts the outputs into slices, each with its own A (rank × in) and B (size × rank);
+    the rows of `A` and of `B` hold the slices one after another. `allow_excess_rank`
+    accepts a rank above min(in, out), where the update cannot use it all (the book's
+    rank-16 adapter on a 768 → 2 head).
 
     >>> lora = LoRALayer(8, 4, rank=2, alpha=4)
     >>> lora.A.shape, lora.B.shape, lora.scaling, bool(lora(torch.ones(1, 8)).abs().sum() == 0)
@@ -84,7 +87,7 @@ class LoRALayer(nn.Module):
         alpha: float,
         *,
         scaling: str = "alpha/rank",
-        parts: int = 1,
+        splits: int | Sequence[int] = 1,
         allow_excess_rank: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -92,31 +95,30 @@ class LoRALayer(nn.Module):
         super().__init__()
         in_features = require_int("in_features", in_features)
         out_features = require_int("out_features", out_features)
-        parts = require_int("parts", parts)
+        sizes = _split_sizes(out_features, splits)
         if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
             raise InputError(f"LoRA rank must be an integer >= 1, got {rank!r}")
-        if out_features % parts:
-            raise InputError(f"{out_features} outputs do not split into {parts} equal parts")
-        limit = min(in_features, out_features // parts)
+        limit = min(in_features, *sizes)
         if rank > limit and not allow_excess_rank:
+            parts = f" in parts of {', '.join(map(str, sizes))}" if len(sizes) > 1 else ""
             raise InputError(
                 f"LoRA rank {rank} is larger than the layer ({in_features} -> {out_features}"
-                f"{f' in {parts} parts' if parts > 1 else ''}): its update can have rank at most "
+                f"{parts}): its update can have rank at most "
                 f"{limit}; use rank <= {limit}, leave the layer out of the targets, "
                 "or pass allow_excess_rank=True"
             )
         self.in_features, self.out_features = in_features, out_features
-        self.rank, self.alpha, self.parts = rank, _check_alpha(alpha), parts
+        self.rank, self.alpha, self.splits = rank, _check_alpha(alpha), sizes
         self.scaling_mode = _check_scaling(scaling)
         self.scaling = self.alpha / rank if self.scaling_mode == "alpha/rank" else self.alpha
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
-        self.A = nn.Parameter(torch.empty(parts * rank, in_features, **kw))
+        self.A = nn.Parameter(torch.empty(len(sizes) * rank, in_features, **kw))
         self.B = nn.Parameter(torch.zeros(out_features, rank, **kw))
         # Each rank × in block gets nn.Linear's init: bound 1/sqrt(in_features).
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
 
     def extra_repr(self) -> str:
-        parts = f", parts={self.parts}" if self.parts > 1 else ""
+        parts = f", splits={list(self.splits)}" if len(self.splits) > 1 else ""
         return (
             f"{self.in_features} -> {self.out_features}, rank={self.rank}, alpha={self.alpha:g}, "
             f"scaling={self.scaling:g} ({self.scaling_mode}){parts}"
@@ -124,9 +126,9 @@ class LoRALayer(nn.Module):
 
     def _b(self) -> Tensor:
         """B as one out × (parts·rank) matrix: block diagonal, slice p sees only A's block p."""
-        if self.parts == 1:
+        if len(self.splits) == 1:
             return self.B
-        return torch.block_diag(*self.B.chunk(self.parts, dim=0))
+        return torch.block_diag(*self.B.split(list(self.splits), dim=0))
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(F.linear(x, self.A), self._b()) * self.scaling
@@ -150,7 +152,7 @@ class LinearWithLoRA(nn.Module):
         alpha: float,
         *,
         scaling: str = "alpha/rank",
-        parts: int = 1,
+        splits: int | Sequence[int] = 1,
         allow_excess_rank: bool = False,
     ) -> None:
         super().__init__()
@@ -162,13 +164,21 @@ class LinearWithLoRA(nn.Module):
             rank,
             alpha,
             scaling=scaling,
-            parts=parts,
+            splits=splits,
             allow_excess_rank=allow_excess_rank,
             device=linear.weight.device,
             dtype=linear.weight.dtype,
         )  # first, so that a bad rank leaves `linear` as it was
         self.linear = linear.requires_grad_(False)
         self.lora = lora
+
+    @property
+    def in_features(self) -> int:
+        return self.linear.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.linear.out_features
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(x) + self.lora(x)
@@ -192,13 +202,13 @@ class LinearWithLoRA(nn.Module):
         return out
 
     def spec(self) -> dict[str, Any]:
-        """What recreates this adapter's shape: rank, alpha, scaling mode, parts."""
+        """What recreates this adapter's shape: rank, alpha, scaling mode, splits."""
         lora = self.lora
         return {
             "rank": lora.rank,
             "alpha": lora.alpha,
             "scaling": lora.scaling_mode,
-            "parts": lora.parts,
+            "splits": list(lora.splits),
             "in_features": lora.in_features,
             "out_features": lora.out_features,
         }
@@ -241,8 +251,45 @@ def _targets(model: nn.Module, targets: Iterable[str] | None) -> list[str]:
     return [n for n in linears if any(_matches(n, t) for t in targets)]
 
 
-def _parts(name: str, fused: Mapping[str, int]) -> int:
-    return next((p for key, p in fused.items() if _matches(name, key)), 1)
+def _split_sizes(out_features: int, splits: object) -> tuple[int, ...]:
+    if isinstance(splits, int) and not isinstance(splits, bool):
+        parts = require_int("splits", splits)
+        if out_features % parts:
+            raise InputError(f"{out_features} outputs do not split into {parts} equal parts")
+        return (out_features // parts,) * parts
+    if not isinstance(splits, Sequence) or not splits:
+        raise InputError(f"splits must be a number of parts or a list of sizes, got {splits!r}")
+    sizes = tuple(require_int("each split size", size) for size in splits)
+    if sum(sizes) != out_features:
+        raise InputError(f"splits {list(sizes)} do not add up to the {out_features} outputs")
+    return sizes
+
+
+def auto_splits(model: nn.Module, name: str) -> tuple[int, ...] | int:
+    """How the outputs of layer `name` stack projections in dlnotes' models: a ``qkv``
+    holds query, key and value (with n_heads / n_kv_heads / n_kv_heads heads where the
+    attention has fewer key-value heads), a ``gate_up`` the gate and up projections.
+    Every other layer is one projection (1)."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if child == "qkv":
+        if hasattr(parent, "n_kv_heads") and hasattr(parent, "head_dim"):
+            q, kv = parent.n_heads * parent.head_dim, parent.n_kv_heads * parent.head_dim
+            return (q, kv, kv)
+        return 3
+    if child == "gate_up":
+        return 2
+    return 1
+
+
+def _splits_for(model: nn.Module, name: str, splits: SplitsArg) -> tuple[int, ...] | int:
+    if splits is None:
+        return 1
+    if splits == "auto":
+        return auto_splits(model, name)
+    if isinstance(splits, Mapping):
+        return next((s for key, s in splits.items() if _matches(name, key)), 1)
+    raise InputError(f"splits must be 'auto', None or a mapping of layer names, got {splits!r}")
 
 
 def apply_lora(
@@ -252,15 +299,17 @@ def apply_lora(
     targets: Iterable[str] | None = None,
     *,
     scaling: str = "alpha/rank",
-    fused: Mapping[str, int] = FUSED,
+    splits: SplitsArg = "auto",
     allow_excess_rank: bool = False,
 ) -> nn.Module:
     """Freeze every parameter of `model` and wrap its linear layers in `LinearWithLoRA`.
 
     `targets` selects layers by name or name suffix (``"qkv"``, ``"h.11.mlp.c_fc"``;
-    default every ``nn.Linear``); `fused` gives layers that stack several projections
-    an adapter per projection (default: ``qkv`` in 3). Changes `model` in place and
-    returns it. Parameters to train besides the adapters are unfrozen afterwards.
+    default every ``nn.Linear``). `splits` gives a layer that stacks several projections
+    an adapter per projection: ``"auto"`` (`auto_splits`), None (one adapter per
+    layer), or a mapping from layer names to output sizes or numbers of equal parts.
+    Changes `model` in place and returns it; parameters to train besides the adapters
+    are unfrozen afterwards.
     """
     if lora_layers(model):
         raise InputError(
@@ -275,7 +324,7 @@ def apply_lora(
             rank,
             alpha,
             scaling=scaling,
-            parts=_parts(n, fused),
+            splits=_splits_for(model, n, splits),
             allow_excess_rank=allow_excess_rank,
         )
         for n in names
@@ -314,7 +363,8 @@ def lora_state_dict(model: nn.Module) -> dict[str, Tensor]:
 
 
 def layer_lora_count(in_features: int, out_features: int, rank: int, parts: int = 1) -> int:
-    """Trainable numbers of one adapter: A is (parts·rank) × in, B is out × rank.
+    """Trainable numbers of one adapter of `parts` stacked projections: A is
+    (parts·rank) × in, B is out × rank.
 
     >>> layer_lora_count(768, 768, 16), layer_lora_count(768, 2304, 16, parts=3)
     (24576, 73728)
@@ -327,22 +377,23 @@ def lora_count(
     rank: int,
     targets: Iterable[str] | None = None,
     *,
-    fused: Mapping[str, int] = FUSED,
+    splits: SplitsArg = "auto",
 ) -> int:
     """The number of trainable parameters `apply_lora` would give `model`, from its
     layer shapes alone (the model is not changed)."""
     rank = require_int("rank", rank)
-    return sum(
-        layer_lora_count(m.in_features, m.out_features, rank, _parts(n, fused))
-        for n in _targets(model, targets)
-        if isinstance(m := model.get_submodule(n), nn.Linear)
-    )
+    total = 0
+    for n in _targets(model, targets):
+        m = model.get_submodule(n)
+        parts = len(_split_sizes(m.out_features, _splits_for(model, n, splits)))
+        total += layer_lora_count(m.in_features, m.out_features, rank, parts)
+    return total
 
 
 def save_adapters(
     model: nn.Module, path: str | os.PathLike[str], *, also_save: Iterable[str] = ()
 ) -> Path:
-    """Write the adapters (and their rank, alpha, scaling, parts) to a safetensors file,
+    """Write the adapters (and their rank, alpha, scaling, splits) to a safetensors file,
     atomically; returns the path.
 
     `also_save` names modules whose every tensor goes in too: a new classification
@@ -431,7 +482,7 @@ def _wrap_as_in_file(model: nn.Module, layout: Mapping[str, Any], path: Path) ->
                 spec["rank"],
                 spec["alpha"],
                 scaling=spec["scaling"],
-                parts=spec["parts"],
+                splits=spec["splits"],
                 allow_excess_rank=True,
             )
         except (InputError, KeyError, TypeError) as exc:

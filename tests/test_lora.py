@@ -132,7 +132,7 @@ def test_trainable_count_formula() -> None:
     assert lora_count(model, r) == expected
     apply_lora(model, r, r)
     assert trainable(model) == expected == sum(p.numel() for p in lora_parameters(model))
-    unfused = lora_count(tiny(), r, fused={})
+    unfused = lora_count(tiny(), r, splits=None)
     assert unfused == expected - cfg.n_layers * r * 2 * d  # one A for q, k and v together
 
 
@@ -166,25 +166,103 @@ def test_only_lora_parameters_get_gradients() -> None:
             assert not p.requires_grad and p.grad is None, name
 
 
-def test_parts_equal_separate_adapters_per_projection() -> None:
-    """A fused q|k|v layer with parts=3 computes what three separate adapted layers do."""
+@pytest.mark.parametrize("splits", [3, (24, 12, 12)])
+def test_splits_equal_separate_adapters_per_projection(splits: int | tuple) -> None:
+    """A fused q|k|v layer with splits computes what separate adapted layers do."""
     torch.manual_seed(0)
-    fused = LinearWithLoRA(nn.Linear(16, 48), rank=3, alpha=6, parts=3)
+    fused = LinearWithLoRA(nn.Linear(16, 48), rank=3, alpha=6, splits=splits)
     with torch.no_grad():
         fused.lora.B.normal_()
+    sizes = (16, 16, 16) if splits == 3 else splits
     x = torch.randn(5, 16)
-    slices = []
-    for p in range(3):
-        part = LinearWithLoRA(nn.Linear(16, 16), rank=3, alpha=6)
+    slices, row = [], 0
+    for p, size in enumerate(sizes):
+        part = LinearWithLoRA(nn.Linear(16, size), rank=3, alpha=6)
         with torch.no_grad():
-            part.linear.weight.copy_(fused.linear.weight[16 * p : 16 * (p + 1)])
-            part.linear.bias.copy_(fused.linear.bias[16 * p : 16 * (p + 1)])
+            part.linear.weight.copy_(fused.linear.weight[row : row + size])
+            part.linear.bias.copy_(fused.linear.bias[row : row + size])
             part.lora.A.copy_(fused.lora.A[3 * p : 3 * (p + 1)])
-            part.lora.B.copy_(fused.lora.B[16 * p : 16 * (p + 1)])
+            part.lora.B.copy_(fused.lora.B[row : row + size])
         slices.append(part(x))
+        row += size
     torch.testing.assert_close(fused(x), torch.cat(slices, dim=-1))
     merged = fused.merged()
     torch.testing.assert_close(merged(x), fused(x), atol=1e-5, rtol=0)
+
+
+def test_auto_splits_of_gpt_and_llama_layers() -> None:
+    gpt = tiny()
+    assert lora_layers(apply_lora(gpt, 2, 2))["h.0.attn.qkv"].lora.splits == (32, 32, 32)
+    llama = pytest.importorskip("dlnotes.llama")
+    model = llama.Llama(llama.LlamaConfig.tiny())  # 4 query heads, 2 key-value heads of 8
+    layers = lora_layers(apply_lora(model, 2, 2))
+    assert layers["h.1.attn.qkv"].lora.splits == (32, 16, 16)
+    assert layers["h.1.mlp.gate_up"].lora.splits == (64, 64)
+    assert layers["h.1.mlp.down"].lora.splits == (32,)
+
+
+def test_equals_peft_on_a_hugging_face_llama() -> None:
+    """Our fused qkv / gate_up with auto splits = peft's adapters on separate q/k/v/gate/up."""
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    llama = pytest.importorskip("dlnotes.llama")
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        tie_word_embeddings=False,
+        attn_implementation="sdpa",
+    )
+    hf = transformers.LlamaForCausalLM(config).eval()
+    cfg = llama.config_from_hf(config.to_dict())
+    ours = llama.model_from_state_dict(llama.convert_hf_state_dict(hf.state_dict(), cfg), cfg)
+    names = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    theirs = peft.get_peft_model(
+        hf, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=names)
+    )
+    with torch.no_grad():
+        for module in theirs.modules():
+            if hasattr(module, "lora_B") and "default" in getattr(module, "lora_B", {}):
+                module.lora_B["default"].weight.normal_(0.0, 0.1)
+    apply_lora(ours, 4, 8, targets=["qkv", "out_proj", "gate_up", "down"])
+    assert trainable(ours) == sum(p.numel() for p in theirs.parameters() if p.requires_grad)
+    peft_modules = dict(theirs.base_model.model.named_modules())
+    fused = {
+        "attn.qkv": ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+        "attn.out_proj": ["self_attn.o_proj"],
+        "mlp.gate_up": ["mlp.gate_proj", "mlp.up_proj"],
+        "mlp.down": ["mlp.down_proj"],
+    }
+
+    def peft_tensors(i: int, ours_name: str, kind: str, grad: bool = False) -> torch.Tensor:
+        mods = [peft_modules[f"model.layers.{i}.{n}"] for n in fused[ours_name]]
+        ts = [getattr(m, f"lora_{kind}")["default"].weight for m in mods]
+        return torch.cat([t.grad if grad else t for t in ts])
+
+    with torch.no_grad():
+        for i in range(cfg.n_layers):
+            for name in fused:
+                lora = ours.get_submodule(f"h.{i}.{name}").lora
+                lora.A.copy_(peft_tensors(i, name, "A"))
+                lora.B.copy_(peft_tensors(i, name, "B"))
+    x, y = ids(), ids()
+    for model in (ours, theirs):
+        logits = model(x) if model is ours else model(input_ids=x).logits
+        nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(input_ids=x).logits, atol=1e-5, rtol=1e-5)
+    for i in range(cfg.n_layers):
+        for name in fused:
+            lora = ours.get_submodule(f"h.{i}.{name}").lora
+            for kind, mine in (("A", lora.A.grad), ("B", lora.B.grad)):
+                assert mine.abs().sum() > 0
+                torch.testing.assert_close(
+                    mine, peft_tensors(i, name, kind, grad=True), atol=1e-6, rtol=1e-4
+                )
 
 
 def test_scaling_alpha_over_rank_and_book_alpha() -> None:
@@ -218,7 +296,7 @@ def test_equals_peft_outputs_and_one_step(scaling: str) -> None:
                 module.lora_B["default"].weight.normal_(0.0, 0.05)
     # peft's alpha/rank; the book's plain alpha is the same model with lora_alpha = alpha·rank
     ours_alpha = alpha if scaling == "alpha/rank" else alpha / rank
-    ours = apply_lora(copy.deepcopy(base), rank, ours_alpha, targets, scaling=scaling, fused={})
+    ours = apply_lora(copy.deepcopy(base), rank, ours_alpha, targets, scaling=scaling, splits=None)
     peft_modules = dict(theirs.base_model.model.named_modules())
     for name, layer in lora_layers(ours).items():
         with torch.no_grad():
@@ -394,4 +472,4 @@ def test_other_bad_uses() -> None:
     with pytest.raises(InputError, match="no LoRA layers"):
         save_adapters(tiny(), "unused.safetensors")
     with pytest.raises(InputError, match="equal parts"):
-        LoRALayer(8, 10, rank=2, alpha=2, parts=3)
+        LoRALayer(8, 10, rank=2, alpha=2, splits=3)
