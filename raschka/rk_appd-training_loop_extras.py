@@ -22,6 +22,7 @@ import math
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from dlnotes import data, env
 from dlnotes.gpt import GPT, GPTConfig
@@ -74,7 +75,9 @@ increment = (peak_lr - initial_lr) / warmup_steps
 warmup_lrs = [
     initial_lr + s * increment if s < warmup_steps else peak_lr for s in range(total_steps)
 ]
-plot_lr(warmup_lrs)
+ax = plot_lr(warmup_lrs)
+ax.set_title("Linear warmup over the first 27 steps")
+ax.figure.tight_layout()
 plt.show()
 assert (total_steps, warmup_steps) == (135, 27)
 assert math.isclose(warmup_lrs[warmup_steps - 1] + increment, peak_lr)
@@ -98,7 +101,9 @@ def book_lr(step):
 
 
 cosine_lrs = [book_lr(s) for s in range(total_steps)]
-plot_lr(cosine_lrs)
+ax = plot_lr(cosine_lrs)
+ax.set_title("Warmup, then cosine decay")
+ax.figure.tight_layout()
 plt.show()
 assert cosine_lrs[warmup_steps] == peak_lr and cosine_lrs[-1] < 1e-4
 
@@ -148,7 +153,8 @@ assert math.isclose(largest_after, largest * max_norm / before, rel_tol=1e-3)  #
 # `grad_clip`, the norm to clip to. (The book clips only after the warmup; we clip from
 # the first step, which changes little since warmup already keeps the early steps
 # small.) The book's run: peak rate 0.001, warmup and decay from and to 1e-5, 15 epochs,
-# clipping at norm 1, evaluation every 5 steps on one batch.
+# clipping at norm 1, evaluation every 5 steps on one batch (every step in smoke mode,
+# whose 3 steps would otherwise leave a single point to plot).
 
 # %%
 train_steps = env.choose(full=total_steps, smoke=3)
@@ -168,7 +174,7 @@ history = train(
     optimizer,
     epochs=n_epochs,
     max_steps=train_steps,
-    eval_every=5,
+    eval_every=env.choose(full=5, smoke=1),
     eval_batches=1,
     scheduler=scheduler,
     grad_clip=1.0,
@@ -186,12 +192,25 @@ if not SMOKE:
 # then mostly under the limit, so clipping acts on the early steps.
 
 # %%
-fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 3.8))
 plot_losses(history, tokens_per_epoch=len(train_loader) * 512, ax=left)
-plot_lr(history.lr, ax=right)
+plot_lr(history.lr, ax=middle)
+right.plot(history.grad_norm, ".-", label="before clipping")
+right.axhline(1.0, color="k", linestyle=":", label="clipping limit")
+right.set(xlabel="optimizer step", ylabel="gradient norm", yscale="log")
+right.legend()
+for line in left.lines + middle.lines:  # markers: smoke mode has only a few points
+    line.set_marker(".")
+for ax in (middle, right):
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+left.set_title("Losses", pad=14)  # clear of the epochs axis
+middle.set_title("Learning rate per step")
+right.set_title("Gradient norm per step")
+fig.tight_layout()
+fig.subplots_adjust(top=0.8)  # tight_layout leaves no room for a title above a top axis
 plt.show()
-clipped = sum(n > 1.0 for n in history.grad_norm)
-print(f"{clipped} of {len(history.grad_norm)} steps had a gradient norm above 1 and were clipped")
+clipped = [step for step, n in enumerate(history.grad_norm) if n > 1.0]
+print(f"clipped at {len(clipped)} of {len(history.grad_norm)} steps (norm above 1): {clipped}")
 assert len(history.grad_norm) == train_steps
 
 # %% [markdown]
@@ -207,3 +226,70 @@ assert len(history.grad_norm) == train_steps
 # Now in the library: `dlnotes.schedule` (`warmup_cosine`, `WarmupCosine`),
 # `dlnotes.train.grad_norm`, `train(..., scheduler=, grad_clip=)` with
 # `History.lr` and `History.grad_norm`, `dlnotes.plots.plot_lr`.
+
+# %% [markdown]
+# ## Exercises
+#
+# **1 — The schedule by hand.** For the run of D.4, write down the learning rate of
+# step $s$ from the formula: linear from `initial_lr` to the peak over the first
+# `warmup_steps` steps, then
+# $\mathrm{lr} = \mathrm{min} + (\mathrm{peak} - \mathrm{min})\cdot\tfrac12
+# (1 + \cos(\pi p))$ with $p$ the fraction of the decay done. Check it against every
+# rate `train` recorded, and against the scheduler at the book's steps 13 (mid-warmup)
+# and 81 (halfway down the cosine: exactly halfway between peak and floor).
+
+
+# %% tags=["solution"]
+def hand_lr(step: int, total: int, warmup: int, peak: float, start: float, floor: float) -> float:
+    if step < warmup:
+        return start + (peak - start) * step / warmup
+    p = (step - warmup) / (total - warmup)
+    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+run = dict(total=train_steps, warmup=int(0.2 * train_steps), peak=0.001, start=1e-5, floor=1e-5)
+for step, lr in enumerate(history.lr):
+    assert math.isclose(lr, hand_lr(step, **run), rel_tol=1e-9), step
+
+book = dict(total=135, warmup=27, peak=0.001, start=1e-5, floor=1e-5)
+probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.001)
+schedule = warmup_cosine(probe, 135, 27, initial_lr=1e-5, min_lr=1e-5)
+scheduled = []
+for _ in range(135):
+    scheduled.append(probe.param_groups[0]["lr"])
+    probe.step()
+    schedule.step()
+for step in (0, 13, 27, 81, 134):
+    print(f"step {step:3d}: scheduler {scheduled[step]:.6f}, by hand {hand_lr(step, **book):.6f}")
+    assert math.isclose(scheduled[step], hand_lr(step, **book), rel_tol=1e-9)
+assert math.isclose(scheduled[81], (0.001 + 1e-5) / 2, rel_tol=1e-9)
+
+# %% [markdown]
+# **2 — Clipping by hand.** Compute the gradient norm of one batch yourself, as the
+# square root of the sum of every gradient entry squared, and compare it with
+# `grad_norm` and with what `clip_grad_norm_` returns. Then clip by hand (multiply
+# every gradient by `max_norm / norm` if the norm is larger) and check that PyTorch's
+# clipping gives the same gradients. What does clipping do when the norm is already
+# below the limit?
+
+# %% tags=["solution"]
+torch.manual_seed(123)
+model = GPT(CFG).to(DEVICE)
+inputs, targets = next(iter(val_loader))
+batch_loss(model, inputs, targets).backward()
+by_hand = math.sqrt(sum((p.grad.double() ** 2).sum().item() for p in model.parameters()))
+saved = [p.grad.clone() for p in model.parameters()]
+library = grad_norm(model.parameters())
+returned = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=max_norm).item()
+print(f"norm by hand {by_hand:.5f}, grad_norm {library:.5f}, clip_grad_norm_ {returned:.5f}")
+# float32 sums of three million squares agree with float64 to about four digits
+assert math.isclose(by_hand, library, rel_tol=1e-3)
+assert math.isclose(library, returned, rel_tol=1e-5)
+assert by_hand > max_norm
+scale = max_norm / (returned + 1e-6)  # PyTorch's own guard against dividing by zero
+for p, g in zip(model.parameters(), saved, strict=True):
+    torch.testing.assert_close(p.grad, g * scale, rtol=1e-4, atol=1e-9)
+assert math.isclose(grad_norm(model.parameters()), max_norm, rel_tol=1e-4)
+unchanged = [p.grad.clone() for p in model.parameters()]
+torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10 * max_norm)  # below the limit
+assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), unchanged, strict=True))
