@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import numbers
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
@@ -80,7 +81,8 @@ class BPETokenizer:
 
     `merges` maps ``(left, right) -> new id`` in the order the merges were learned;
     `byte_ids[b]` is the id of the single byte ``b`` (``b`` itself unless a
-    subclass reorders them, as GPT-2 does).
+    subclass reorders them, as GPT-2 does), or None if the vocabulary has no token
+    for it: encoding then drops that byte, as Hugging Face's tokenizers do.
 
     >>> tok = BPETokenizer.train("aaabdaaabac", 256 + 3, pattern=None)
     >>> tok.encode("aaabdaaabac")  # the Wikipedia example: a a -> Z, a b -> Y, Z Y -> X
@@ -95,21 +97,26 @@ class BPETokenizer:
         *,
         pattern: str | None = GPT2_PATTERN,
         special_tokens: Mapping[str, int] | None = None,
-        byte_ids: Sequence[int] | None = None,
+        byte_ids: Sequence[int | None] | None = None,
     ) -> None:
         self.merges: dict[Pair, int] = dict(merges)
         self.pattern = pattern
         self.special_tokens: dict[str, int] = dict(special_tokens or {})
-        self.byte_ids: list[int] = list(range(256)) if byte_ids is None else list(byte_ids)
+        self.byte_ids: list[int | None] = list(range(256)) if byte_ids is None else list(byte_ids)
+        self._drops_bytes = None in self.byte_ids
         self.vocab = self._build_vocab()
         self._split = regex.compile(pattern).findall if pattern is not None else None
         self._cache: dict[str, list[int]] = {}
 
     def _build_vocab(self) -> dict[int, bytes]:
         """id -> bytes, checking that every id is defined once and before it is used."""
-        if sorted(self.byte_ids) != sorted(set(self.byte_ids)) or len(self.byte_ids) != 256:
-            raise InputError(f"byte_ids must be 256 distinct ids, got {len(self.byte_ids)}")
-        vocab = {i: bytes([b]) for b, i in enumerate(self.byte_ids)}
+        present = [i for i in self.byte_ids if i is not None]
+        if len(set(present)) != len(present) or len(self.byte_ids) != 256:
+            raise InputError(
+                f"byte_ids must be 256 distinct ids (None for a byte without a token), "
+                f"got {len(self.byte_ids)}"
+            )
+        vocab = {i: bytes([b]) for b, i in enumerate(self.byte_ids) if i is not None}
         last = -1
         for (left, right), new in self.merges.items():
             # Encoding uses a merge's new id as its rank, so the ids must grow.
@@ -215,6 +222,8 @@ class BPETokenizer:
         """Apply the merges to one chunk, earliest-learned pair first."""
         rank = self.merges.get  # a merge's new id is also its rank: ids grow as merges are learned
         ids = [self.byte_ids[b] for b in chunk]
+        if self._drops_bytes:
+            ids = [i for i in ids if i is not None]
         while len(ids) > 1:
             new_id, pair = min((rank(p, _NEVER), p) for p in pairwise(ids))
             if new_id == _NEVER:
@@ -290,11 +299,11 @@ class BPETokenizer:
         return out
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """The bytes that `ids` stand for."""
-        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        """The bytes that `ids` (a sequence, or a 1-D array or tensor, of integers) stand for."""
+        ids = _id_list(ids)
         try:
             return b"".join([self.vocab[i] for i in ids])
-        except (KeyError, TypeError):
+        except KeyError:
             bad = next(i for i in ids if i not in self.vocab)
             raise InputError(
                 f"cannot decode id {bad!r}: this tokenizer has ids 0 to {max(self.vocab):,}"
@@ -340,6 +349,25 @@ class BPETokenizer:
 
 
 _NEVER = float("inf")
+
+
+def _id_list(ids: Iterable[int]) -> list[int]:
+    """`ids` as a list of Python ints: a float, a bool or a nested list is an error, not
+    silently an id (``True == 1`` and ``1.0 == 1`` as dict keys)."""
+    ndim = getattr(ids, "ndim", 1)
+    if isinstance(ids, str | bytes) or ndim != 1:
+        what = f"a {ndim}-D array" if ndim != 1 else type(ids).__name__
+        raise InputError(f"decode takes a sequence or 1-D tensor of token ids, got {what}")
+    try:
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+    except TypeError:
+        raise InputError(f"decode takes a sequence of token ids, got {ids!r}") from None
+    if all(type(i) is int for i in ids):
+        return ids
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            raise InputError(f"token ids must be integers, got {i!r} ({type(i).__name__})")
+    return [int(i) for i in ids]
 
 
 def _fix_surrogates(text: str) -> str:

@@ -1,0 +1,263 @@
+"""SmolLM2's tokenizer on our own BPE, read from the model's GGUF file, and its chat template.
+
+A GGUF file carries its tokenizer as metadata: ``tokenizer.ggml.tokens`` (49,152 token
+strings in GPT-2's printable byte spelling, ``Ġ`` for a space), ``tokenizer.ggml.merges``
+(48,900 lines ``"left right"`` in the order they were learned), the token types (17
+*control* tokens such as ``<|im_start|>``), the bos/eos/pad ids and a Jinja chat
+template. `LlamaTokenizer.from_gguf` turns these into a `dlnotes.bpe.BPETokenizer`, the
+same merge loop and chunk cache GPT-2 uses; only three things differ from GPT-2:
+
+* **Pre-tokenisation** ``smollm``: every digit is a chunk of its own, then GPT-2's
+  pattern splits the text between digits (llama.cpp's two-step split; the Hugging Face
+  tokenizer of the original repository does the same with ``Digits(individual_digits)``
+  then ``ByteLevel``). So ``"2026"`` is four tokens, and a run of spaces or newlines
+  before a digit stays one chunk. `SMOLLM_PATTERN` does both steps in one regex.
+* **Missing bytes**: 21 bytes (six control characters and bytes that UTF-8 never or
+  hardly uses) have no token; encoding drops them, as Hugging Face's tokenizers and
+  llama.cpp do, so such text does not survive a round trip.
+* **Specials**: the chat markers ``<|im_start|>`` (also bos) and ``<|im_end|>`` (eos and
+  pad), ``<|endoftext|>`` and code-data markers. As for GPT-2, `encode` refuses text that
+  contains one unless it is allowed (``allowed_special="all"`` is what Hugging Face does);
+  `encode_chat` renders a conversation and allows them.
+
+`apply_chat_template` is the file's ChatML template written in Python: each message
+becomes ``<|im_start|>{role}\\n{content}<|im_end|>\\n``, a default system prompt (read from
+the template) comes first when the conversation has none, and ``<|im_start|>assistant\\n``
+asks for the reply.
+
+Leaves out: other pre-tokenizers and chat templates (they are refused), and adding
+bos/eos automatically (this model's file asks for neither).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from dlnotes.bpe import BPETokenizer
+from dlnotes.errors import DataError, InputError
+from dlnotes.gpt2_tokenizer import bytes_to_unicode
+
+if TYPE_CHECKING:
+    from gguf import GGUFReader
+
+# Digits one by one, then GPT-2's pattern (bpe.GPT2_PATTERN) on the text between them.
+# One regex does both: no GPT-2 branch consumes a digit, and whitespace that runs up to a
+# digit is taken whole, as it would be at the end of the text between two digits.
+SMOLLM_PATTERN = (
+    r"""\p{N}|'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?[^\s\p{L}\p{N}]++|\s++(?:\Z|(?=\p{N}))"""
+    r"""|\s+(?!\S)|\s"""
+)
+PRE_TOKENIZERS = {"smollm": SMOLLM_PATTERN}
+
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+
+# SmolLM2's template, with its default system prompt cut out (rendered by `_render`).
+_CHATML = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\n" + "{system}" + "<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+_DEFAULT_SYSTEM = re.compile(r"\{\{ '<\|im_start\|>system\n(.*?)<\|im_end\|>\n' \}\}", re.S)
+
+# llama.cpp's token types (gguf.TokenType): control and user-defined tokens are matched
+# in text as whole names; the others are spelled in bytes.
+_CONTROL, _USER_DEFINED = 3, 4
+
+
+class LlamaTokenizer(BPETokenizer):
+    """A GGUF model's byte-level BPE (``tokenizer.ggml.model = gpt2``) with its specials.
+
+    ``tok = LlamaTokenizer.from_gguf(path)``; ``tok.encode("2026")`` gives four ids;
+    ``tok.encode_chat([{"role": "user", "content": "Hi"}])`` the ids of a chat prompt.
+    """
+
+    def __init__(
+        self,
+        merges: Mapping[tuple[int, int], int] | Iterable[tuple[tuple[int, int], int]] = (),
+        *,
+        pattern: str | None = SMOLLM_PATTERN,
+        special_tokens: Mapping[str, int] | None = None,
+        byte_ids: Sequence[int | None] | None = None,
+        bos_id: int | None = None,
+        eos_id: int | None = None,
+        pad_id: int | None = None,
+        chat_template: str | None = None,
+    ) -> None:
+        super().__init__(merges, pattern=pattern, special_tokens=special_tokens, byte_ids=byte_ids)
+        for name, i in (("bos_id", bos_id), ("eos_id", eos_id), ("pad_id", pad_id)):
+            if i is not None and i not in self.vocab:
+                raise InputError(f"{name}={i} is not an id of this tokenizer")
+        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
+        self.chat_template = chat_template
+        self.default_system_prompt = _default_system_prompt(chat_template)
+        specials = set(self.special_tokens.values())
+        self._whole = {b: i for i, b in self.vocab.items() if i not in specials}
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids (the model's embedding rows), special tokens included."""
+        return self.n_vocab
+
+    @classmethod
+    def from_gguf(cls, source: str | Path | GGUFReader) -> LlamaTokenizer:
+        """The tokenizer stored in a GGUF file (a path, or a `gguf.GGUFReader` already open:
+        opening one reads all metadata and takes seconds, so share it with the weights)."""
+        reader = _open(source)
+        name = getattr(reader, "path", source)
+        kind = _get(reader, "tokenizer.ggml.model", name)
+        pre = _get(reader, "tokenizer.ggml.pre", name, default="default")
+        if kind != "gpt2" or pre not in PRE_TOKENIZERS:
+            raise DataError(
+                f"{name} has a {kind!r} tokenizer with pre-tokenizer {pre!r}; only the "
+                f"byte-level BPE 'gpt2' with {sorted(PRE_TOKENIZERS)} is supported (SmolLM2)"
+            )
+        tokens: list[str] = _get(reader, "tokenizer.ggml.tokens", name)
+        types: list[int] = _get(reader, "tokenizer.ggml.token_type", name)
+        lines: list[str] = _get(reader, "tokenizer.ggml.merges", name)
+        if len(types) != len(tokens):
+            raise DataError(f"{name}: {len(tokens):,} tokens but {len(types):,} token types")
+        id_of = {t: i for i, t in enumerate(tokens)}
+        char_of = bytes_to_unicode()
+        byte_ids = [id_of.get(char_of[b]) for b in range(256)]
+        merges = {}
+        try:
+            for line in lines:
+                left, right = line.split(" ")
+                merges[(id_of[left], id_of[right])] = id_of[left + right]
+        except (KeyError, ValueError):
+            raise DataError(f"{name}: merge {line!r} names a token the vocabulary lacks") from None
+        specials = {t: i for i, t in enumerate(tokens) if types[i] in (_CONTROL, _USER_DEFINED)}
+        ids = {
+            key: _get(reader, f"tokenizer.ggml.{key}_token_id", name, default=None)
+            for key in ("bos", "eos", "padding")
+        }
+        try:
+            tok = cls(
+                merges,
+                pattern=PRE_TOKENIZERS[pre],
+                special_tokens=specials,
+                byte_ids=byte_ids,
+                bos_id=ids["bos"],
+                eos_id=ids["eos"],
+                pad_id=ids["padding"] if ids["padding"] is not None else ids["eos"],
+                chat_template=_get(reader, "tokenizer.chat_template", name, default=None),
+            )
+        except InputError as exc:
+            raise DataError(f"{name}: inconsistent tokenizer metadata ({exc})") from None
+        if tok.n_vocab != len(tokens) or max(tok.vocab) != len(tokens) - 1:
+            raise DataError(
+                f"{name}: bytes, merges and specials give {tok.n_vocab:,} of its "
+                f"{len(tokens):,} tokens; the others could not be decoded"
+            )
+        return tok
+
+    def _encode_chunk(self, chunk: bytes) -> list[int]:
+        # A chunk that is a whole token skips the merges; the tests check on every token
+        # of the vocabulary that the merges would give the same single id.
+        whole = self._whole.get(chunk)
+        return [whole] if whole is not None else super()._encode_chunk(chunk)
+
+    def encode(
+        self,
+        text: str,
+        *,
+        allowed_special: Literal["all"] | Iterable[str] = frozenset(),
+        disallowed_special: Literal["all"] | Iterable[str] = "all",
+    ) -> list[int]:
+        """Ids for `text`; special-token names in it are an error unless allowed
+        (``allowed_special="all"`` matches Hugging Face's tokenizer) or made plain text
+        with ``disallowed_special=()``. No bos is added, as this model's file says."""
+        if not isinstance(text, str):
+            raise InputError(f"encode takes a str, got {type(text).__name__}")
+        if isinstance(allowed_special, str) and allowed_special != "all":
+            allowed_special = {allowed_special}
+        return super().encode(
+            text, allowed_special=allowed_special, disallowed_special=disallowed_special
+        )
+
+    def apply_chat_template(
+        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+    ) -> str:
+        """The prompt text for a conversation, as the GGUF's ChatML template renders it.
+
+        `messages` are ``{"role": ..., "content": ...}`` dicts; a default system message
+        comes first if the first message is not one.
+        """
+        if self.chat_template is None or self.default_system_prompt is None:
+            raise DataError(
+                "this tokenizer has no chat template, or not the ChatML one rendered here"
+            )
+        if isinstance(messages, Mapping | str) or not isinstance(messages, Sequence):
+            raise InputError(
+                "messages must be a list of {'role': ..., 'content': ...} dicts, "
+                f"got {type(messages).__name__}"
+            )
+        if not messages:
+            raise InputError("messages is empty: a chat needs at least one message")
+        parts = []
+        for k, message in enumerate(messages):
+            if not isinstance(message, Mapping) or set(message) != {"role", "content"}:
+                raise InputError(
+                    f"message {k} must be a dict with exactly the keys 'role' and 'content', "
+                    f"got {message!r}"
+                )
+            role, content = message["role"], message["content"]
+            if not isinstance(role, str) or not isinstance(content, str) or not role:
+                raise InputError(f"message {k}: role and content must be strings, got {message!r}")
+            if k == 0 and role != "system":
+                parts.append(f"{IM_START}system\n{self.default_system_prompt}{IM_END}\n")
+            parts.append(f"{IM_START}{role}\n{content}{IM_END}\n")
+        if add_generation_prompt:
+            parts.append(f"{IM_START}assistant\n")
+        return "".join(parts)
+
+    def encode_chat(
+        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+    ) -> list[int]:
+        """Ids of `apply_chat_template`'s prompt, its special tokens as special ids."""
+        return self.encode(
+            self.apply_chat_template(messages, add_generation_prompt), allowed_special="all"
+        )
+
+
+def _default_system_prompt(template: str | None) -> str | None:
+    """The default system prompt if `template` is the ChatML template we render, else None."""
+    found = _DEFAULT_SYSTEM.search(template or "")
+    if found is None or template != _CHATML.replace("{system}", found.group(1)):
+        return None
+    return found.group(1)
+
+
+def _open(source: str | Path | GGUFReader) -> GGUFReader:
+    from gguf import GGUFReader
+
+    if isinstance(source, GGUFReader):
+        return source
+    if not isinstance(source, str | Path):
+        raise InputError(f"from_gguf takes a path or a gguf.GGUFReader, got {type(source)}")
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(f"no GGUF file at {path}")
+    try:
+        return GGUFReader(path)
+    except (ValueError, OSError, IndexError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} is not a readable GGUF file ({exc})") from None
+
+
+_MISSING = object()
+
+
+def _get(reader: GGUFReader, key: str, name: Any, default: Any = _MISSING) -> Any:
+    field = reader.fields.get(key)
+    if field is None:
+        if default is _MISSING:
+            raise DataError(f"{name} has no {key!r}: it does not hold a tokenizer")
+        return default
+    try:
+        return field.contents()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{name}: cannot read {key!r} ({exc})") from None
