@@ -27,11 +27,13 @@ from dlnotes import data
 from dlnotes.atomic import atomic_write
 from dlnotes.bpe import GPT2_PATTERN, BPETokenizer
 from dlnotes.errors import DataError
+from dlnotes.text import ENDOFTEXT
 
 if TYPE_CHECKING:
     import tiktoken
 
-ENDOFTEXT = "<|endoftext|>"
+__all__ = ["ENDOFTEXT", "ENDOFTEXT_ID", "GPT2Tokenizer", "bytes_to_unicode", "tiktoken_gpt2"]
+
 ENDOFTEXT_ID = 50256
 
 
@@ -104,27 +106,44 @@ class GPT2Tokenizer(BPETokenizer):
         return cls.from_files(data.fetch("gpt2-encoder"), data.fetch("gpt2-vocab"))
 
 
+def _cache_names() -> dict[str, str]:
+    """tiktoken's file name (the sha1 of the URL) for each of our two GPT-2 files."""
+    return {
+        hashlib.sha1(data.REGISTRY[key].url.encode()).hexdigest(): key
+        for key in ("gpt2-encoder", "gpt2-vocab")
+    }
+
+
+def _complete(folder: Path) -> bool:
+    """True if `folder` holds both GPT-2 files under tiktoken's names, each verified."""
+    try:
+        return all(
+            (folder / name).is_file() and data._problem(data.REGISTRY[key], folder / name) is None
+            for name, key in _cache_names().items()
+        )
+    except OSError:
+        return False
+
+
 def _tiktoken_cache_dir() -> Path:
     """A folder holding the GPT-2 files under the names tiktoken looks for.
 
     tiktoken names a cached file by the sha1 of its URL; our registry has the same
-    URLs, so we reuse ``<data dir>/tiktoken_cache`` if it is complete, or fill one.
+    URLs, so we reuse ``<data dir>/tiktoken_cache`` if its files pass their checks, or
+    fill one from the data layer's files.
     """
-    names = {
-        hashlib.sha1(data.REGISTRY[key].url.encode()).hexdigest(): key
-        for key in ("gpt2-encoder", "gpt2-vocab")
-    }
     shared = data.data_dir() / "tiktoken_cache"
-    if all((shared / name).is_file() for name in names):
-        return shared
-    sources = {name: data.fetch(key) for name, key in names.items()}
-    for folder in (shared, Path(tempfile.gettempdir()) / "dlnotes-tiktoken-cache"):
+    folders = (shared, Path(tempfile.gettempdir()) / "dlnotes-tiktoken-cache")
+    for folder in folders:
+        if _complete(folder):
+            return folder
+    sources = {name: data.fetch(key) for name, key in _cache_names().items()}
+    for folder in folders:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
             for name, source in sources.items():
-                if not (folder / name).is_file():
-                    with atomic_write(folder / name) as fh:
-                        fh.write(source.read_bytes())
+                # Rewrite both files: one that is there may be truncated or stale.
+                with atomic_write(folder / name) as fh:
+                    fh.write(source.read_bytes())
             return folder
         except OSError:
             continue
@@ -134,15 +153,26 @@ def _tiktoken_cache_dir() -> Path:
 def tiktoken_gpt2() -> tiktoken.Encoding:
     """``tiktoken.get_encoding("gpt2")`` that works offline from the data layer's files.
 
-    With ``$TIKTOKEN_CACHE_DIR`` set, tiktoken's own lookup is used as it is;
-    otherwise it is pointed, for this call only, at a folder built by the data layer.
+    tiktoken's own lookup is used where ``$TIKTOKEN_CACHE_DIR`` holds both files intact;
+    otherwise (unset, empty, a truncated file) tiktoken is pointed, for this call only,
+    at a folder built from the data layer's files, which are checked against their
+    sha256 and downloaded through it if missing.
     """
     import tiktoken
 
-    if "TIKTOKEN_CACHE_DIR" in os.environ:
+    own = os.environ.get("TIKTOKEN_CACHE_DIR")
+    if own is not None and _complete(Path(own)):
         return tiktoken.get_encoding("gpt2")
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(_tiktoken_cache_dir())
+    folder = _tiktoken_cache_dir()
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(folder)
     try:
         return tiktoken.get_encoding("gpt2")  # tiktoken keeps it for the rest of the process
+    except Exception as exc:  # e.g. a download tiktoken tried anyway (requests' errors)
+        raise DataError(
+            f"tiktoken could not load GPT-2's encoding from {folder} ({type(exc).__name__})"
+        ) from None
     finally:
-        del os.environ["TIKTOKEN_CACHE_DIR"]
+        if own is None:
+            del os.environ["TIKTOKEN_CACHE_DIR"]
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = own

@@ -21,19 +21,80 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dlnotes.errors import InputError, require_int
+from dlnotes.text import ENDOFTEXT, as_token_ids
 
-ENDOFTEXT = "<|endoftext|>"
+__all__ = ["GPTDataset", "create_dataloader", "encode_text", "ids_to_text", "text_to_ids"]
+
+
+def _default_tokenizer() -> Any:
+    """The project's own GPT-2 tokenizer (same ids as tiktoken's), from the data layer."""
+    from dlnotes.gpt2_tokenizer import GPT2Tokenizer
+
+    return GPT2Tokenizer.pretrained()
 
 
 def encode_text(text: str, tokenizer: Any = None) -> list[int]:
     """Token ids of `text`; GPT-2's tokenizer by default, ``<|endoftext|>`` allowed."""
+    if not isinstance(text, str):
+        raise InputError(f"the text must be a string, got a {type(text).__name__}")
     if tokenizer is None:
-        from dlnotes.gpt2_tokenizer import tiktoken_gpt2
-
-        tokenizer = tiktoken_gpt2()
+        tokenizer = _default_tokenizer()
     if ENDOFTEXT in getattr(tokenizer, "special_tokens_set", ()):
         return tokenizer.encode(text, allowed_special={ENDOFTEXT})
     return tokenizer.encode(text)
+
+
+def text_to_ids(text: str, tokenizer: Any = None) -> torch.Tensor:
+    """A text as a (1, T) batch of one sequence of token ids (GPT-2's tokenizer by default).
+
+    >>> text_to_ids("Every effort moves you")
+    tensor([[6109, 3626, 6100,  345]])
+    """
+    ids = encode_text(text, tokenizer)
+    if not ids:
+        raise InputError("the text is empty: there are no token ids to give the model")
+    return torch.tensor(ids).unsqueeze(0)
+
+
+def ids_to_text(ids: torch.Tensor | Sequence[int], tokenizer: Any = None) -> str:
+    """The text of a (T,) or (1, T) sequence of token ids (GPT-2's tokenizer by default).
+
+    >>> ids_to_text(torch.tensor([[6109, 3626, 6100, 345]]))
+    'Every effort moves you'
+    """
+    if tokenizer is None:
+        tokenizer = _default_tokenizer()
+    if isinstance(ids, torch.Tensor) and ids.dim() == 2 and ids.shape[0] == 1:
+        ids = ids[0]
+    flat = as_token_ids(ids, "ids_to_text's ids")  # a (2, T) batch is refused, not joined
+    n_vocab = getattr(tokenizer, "n_vocab", None)
+    bad = [i for i in flat if not 0 <= i < n_vocab] if n_vocab is not None else []
+    if bad:
+        raise InputError(f"token id {bad[0]} is outside the vocabulary 0..{n_vocab - 1}")
+    return tokenizer.decode(flat)
+
+
+def _as_ids(source: object) -> torch.Tensor:
+    """Token ids as one (N,) long tensor; anything else (floats, a batch, None) is refused."""
+    if not isinstance(source, (Sequence, torch.Tensor)) and not hasattr(source, "__array__"):
+        raise InputError(
+            f"the text must be a string or a sequence of token ids, got a {type(source).__name__}"
+        )
+    try:
+        ids = torch.as_tensor(source)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"the token ids are not a sequence of integers ({exc})") from None
+    if ids.dim() != 1:
+        raise InputError(f"token ids must be one sequence (1-D), got shape {tuple(ids.shape)}")
+    if not len(ids):
+        return ids.long()  # as_tensor([]) is float; GPTDataset says the sequence is too short
+    if ids.dtype == torch.bool or ids.dtype.is_floating_point or ids.dtype.is_complex:
+        raise InputError(
+            f"token ids must be integers, got {ids.dtype} values such as {ids[0].item()!r}"
+        )
+    if ids.min() < 0:
+        raise InputError(f"token ids must be >= 0, got {int(ids.min())}")
+    return ids.long()  # (N,)
 
 
 class GPTDataset(Dataset):
@@ -56,12 +117,7 @@ class GPTDataset(Dataset):
     ) -> None:
         self.max_length = require_int("max_length", max_length)
         self.stride = require_int("stride", stride)
-        ids = encode_text(source, tokenizer) if isinstance(source, str) else source
-        self.ids = torch.as_tensor(ids, dtype=torch.long)  # (N,)
-        if self.ids.dim() != 1:
-            raise InputError(
-                f"token ids must be one sequence (1-D), got shape {tuple(self.ids.shape)}"
-            )
+        self.ids = _as_ids(encode_text(source, tokenizer) if isinstance(source, str) else source)
         n = len(self.ids)
         if n < self.max_length + 1:
             what = "text" if isinstance(source, str) else "sequence"

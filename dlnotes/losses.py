@@ -90,11 +90,14 @@ def _check_targets(targets: object, inputs: Tensor, logits: Tensor) -> None:
         )
     # Only where the ids still are on the CPU: a check on a GPU tensor waits for the GPU.
     if targets.device.type == "cpu" and targets.numel():
-        lo, hi = torch.aminmax(targets)
         vocab = logits.shape[-1]
-        if lo < 0 or hi >= vocab:
-            bad = int(lo) if lo < 0 else int(hi)
-            raise InputError(f"target token id {bad} is outside the vocabulary 0..{vocab - 1}")
+        # -100, cross_entropy's ignore_index, marks padding that the loss skips.
+        bad = targets[((targets < 0) & (targets != -100)) | (targets >= vocab)]
+        if bad.numel():
+            raise InputError(
+                f"target token id {int(bad[0])} is outside the vocabulary 0..{vocab - 1} "
+                "(and is not -100, the id the loss ignores)"
+            )
 
 
 def batch_loss(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:

@@ -11,6 +11,7 @@ Leaves out: lower-casing, stemming and sub-word units (for those see
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -23,6 +24,35 @@ ENDOFTEXT = "<|endoftext|>"
 SPLIT_PATTERN = re.compile(r'([,.:;?_!"()\']|--|\s)')
 # Decoding joins tokens with spaces; punctuation then sticks to the word before it.
 _SPACE_BEFORE_PUNCT = re.compile(r'\s+([,.:;?!"()\'])')
+
+
+def as_token_ids(ids: object, what: str = "the ids") -> list[int]:
+    """`ids` as a list of ints: a 1-D tensor or array, or a sequence of integers.
+
+    A batch (2-D), floats and booleans are an `InputError` instead of being decoded as
+    something else (``1.0`` and ``True`` would be id 1).
+
+    >>> as_token_ids((15496, 11))
+    [15496, 11]
+    >>> as_token_ids([1.0])
+    Traceback (most recent call last):
+    dlnotes.errors.InputError: the ids must be integer token ids, got 1.0 (a float)
+    """
+    shape = getattr(ids, "shape", None)
+    if shape is not None and hasattr(ids, "tolist"):  # a tensor or NumPy array
+        if len(shape) != 1:
+            raise InputError(
+                f"{what} must be one sequence (1-D), got shape {tuple(shape)}"
+                + (": decode each row, e.g. ids[0]" if len(shape) == 2 else "")
+            )
+        ids = ids.tolist()
+    elif isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise InputError(f"{what} must be a sequence of token ids, got a {type(ids).__name__}")
+    out = list(ids)
+    for i in out:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            raise InputError(f"{what} must be integer token ids, got {i!r} (a {type(i).__name__})")
+    return [int(i) for i in out]
 
 
 def split_words(text: str) -> list[str]:
@@ -91,7 +121,7 @@ class SimpleTokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text for `ids`: words joined by spaces, no space before punctuation."""
-        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        ids = as_token_ids(ids)
         bad = [i for i in ids if i not in self.id_to_str]
         if bad:
             raise InputError(

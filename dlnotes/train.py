@@ -1,10 +1,11 @@
-"""Pretraining a language model: text↔ids helpers, optimizer, and a resumable training loop.
+"""Pretraining a language model: optimizer, and a resumable training loop.
 
 Follows Raschka, *Build a Large Language Model (From Scratch)*, ch05
-(``text_to_token_ids``, ``token_ids_to_text``, ``train_model_simple``) and
-appendix D (warmup, cosine decay, gradient clipping),
+(``train_model_simple``) and appendix D (warmup, cosine decay, gradient clipping),
 https://github.com/rasbt/LLMs-from-scratch/tree/main/ch05; the losses it reports
-come from `dlnotes.losses`. `train` adds to the book's loop:
+come from `dlnotes.losses`, the book's ``text_to_token_ids`` and
+``token_ids_to_text`` are `dlnotes.loader.text_to_ids` / `ids_to_text`. `train`
+adds to the book's loop:
 
 * an optional scheduler (`dlnotes.schedule.warmup_cosine`) and gradient clipping;
 * mixed precision (bf16 autocast where the hardware multiplies bf16 fast) and no
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,11 @@ from tqdm.auto import tqdm
 from dlnotes import fastpath
 from dlnotes.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dlnotes.errors import CheckpointError, InputError, require_int
+from dlnotes.loader import ids_to_text, text_to_ids
 from dlnotes.losses import AmpArg, amp_dtype, autocast, batch_loss, evaluate, loader_loss
 
-# The loss helpers live in `dlnotes.losses`; importing them from here works as well.
+# The loss helpers live in `dlnotes.losses` and the text helpers in `dlnotes.loader`;
+# importing them from here works as well.
 __all__ = [
     "History",
     "amp_dtype",
@@ -49,31 +52,6 @@ __all__ = [
     "text_to_ids",
     "train",
 ]
-
-
-def text_to_ids(text: str, tokenizer: Any = None) -> Tensor:
-    """A text as a (1, T) batch of one sequence of token ids (GPT-2's tokenizer by default).
-
-    >>> text_to_ids("Every effort moves you")
-    tensor([[6109, 3626, 6100,  345]])
-    """
-    from dlnotes.loader import encode_text
-
-    return torch.tensor(encode_text(text, tokenizer)).unsqueeze(0)
-
-
-def ids_to_text(ids: Tensor | Sequence[int], tokenizer: Any = None) -> str:
-    """The text of a (T,) or (1, T) sequence of token ids.
-
-    >>> ids_to_text(torch.tensor([[6109, 3626, 6100, 345]]))
-    'Every effort moves you'
-    """
-    if tokenizer is None:
-        from dlnotes.gpt2_tokenizer import tiktoken_gpt2
-
-        tokenizer = tiktoken_gpt2()
-    flat = ids.reshape(-1).tolist() if isinstance(ids, Tensor) else list(ids)
-    return tokenizer.decode(flat)
 
 
 def grad_norm(parameters: Iterable[nn.Parameter]) -> float:

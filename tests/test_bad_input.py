@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dlnotes import checkpoint as ckpt
 from dlnotes.checkpoint import load_checkpoint, save_checkpoint
-from dlnotes.errors import CheckpointError, InputError
+from dlnotes.errors import CheckpointError, DataError, InputError
 from dlnotes.gpt import GPT, GPTConfig
 from dlnotes.losses import batch_loss, loader_loss
 from dlnotes.train import make_optimizer, train
@@ -178,3 +178,149 @@ def test_batch_loss_checks_the_targets() -> None:
         batch_loss(model, inputs, torch.zeros(2, 8))
     expected = torch.nn.functional.cross_entropy(model(inputs).flatten(0, 1), inputs.flatten())
     assert batch_loss(model, inputs, inputs).item() == pytest.approx(expected.item())
+    padded = inputs.clone()
+    padded[:, 5:] = -100  # the ignore index of padded batches (ch07) stays allowed
+    kept = model(inputs)[:, :5].flatten(0, 1)
+    expected = torch.nn.functional.cross_entropy(kept, inputs[:, :5].flatten())
+    assert batch_loss(model, inputs, padded).item() == pytest.approx(expected.item())
+
+
+# 7. An empty (or damaged) tiktoken cache and no network: an 88-line requests traceback.
+@pytest.mark.parametrize("cache", ["empty", "truncated"])
+def test_tiktoken_without_its_cache_uses_the_data_layers_files(tmp_path, monkeypatch, cache):
+    import requests
+    import tiktoken.registry
+
+    from dlnotes.gpt2_tokenizer import _cache_names, tiktoken_gpt2
+
+    def offline(*args, **kwargs):
+        raise requests.ConnectionError("no network in this test")
+
+    monkeypatch.setattr(requests, "get", offline)
+    monkeypatch.setattr(requests.Session, "request", offline)
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})  # nothing loaded yet
+    if cache == "truncated":
+        for name in _cache_names():
+            (tmp_path / name).write_bytes(b"cut short")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    assert tiktoken_gpt2().encode("Hello, world") == [15496, 11, 995]
+    assert os.environ["TIKTOKEN_CACHE_DIR"] == str(tmp_path)
+
+
+def test_tiktoken_with_no_files_anywhere_is_the_data_layers_one_line(tmp_path, monkeypatch):
+    import tiktoken.registry
+
+    from dlnotes.gpt2_tokenizer import tiktoken_gpt2
+
+    def offline(*args, **kwargs):
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
+    monkeypatch.setenv("DLNOTES_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    with pytest.raises(DataError, match="cannot download 'gpt2-encoder'") as info:
+        tiktoken_gpt2()
+    assert "\n" not in str(info.value)
+
+
+# 9. decode: a batch, floats and booleans, ids outside the vocabulary.
+@pytest.mark.parametrize(
+    "ids, error",
+    [
+        (torch.tensor([[15496, 11]]), r"one sequence \(1-D\), got shape \(1, 2\)|1-D|2-D"),
+        ([1.0], "integer"),
+        ([True], "integer"),
+        ([-1], "cannot decode id -1"),
+        ([50257], "cannot decode id 50257"),
+    ],
+)
+def test_gpt2_tokenizer_decode_refuses_what_is_not_ids(ids, error) -> None:
+    from dlnotes.gpt2_tokenizer import GPT2Tokenizer
+
+    with pytest.raises(InputError, match=error):
+        GPT2Tokenizer.pretrained().decode(ids)
+
+
+@pytest.mark.parametrize(
+    "ids, error",
+    [
+        (torch.tensor([[1, 2]]), r"one sequence \(1-D\), got shape \(1, 2\)"),
+        ([1.0], r"integer token ids, got 1.0 \(a float\)"),
+        ([True], r"integer token ids, got True \(a bool\)"),
+        ([7], "cannot decode id 7"),
+    ],
+)
+def test_word_tokenizer_decode_refuses_what_is_not_ids(ids, error) -> None:
+    from dlnotes.text import SimpleTokenizer
+
+    with pytest.raises(InputError, match=error):
+        SimpleTokenizer({"a": 0, "b": 1, "c": 2}).decode(ids)
+
+
+@pytest.mark.parametrize("tokenizer", ["ours", "tiktoken"])
+@pytest.mark.parametrize(
+    "ids, error",
+    [
+        ([-1], "token id -1 is outside the vocabulary 0..50256"),
+        (torch.tensor([[50257]]), "token id 50257 is outside the vocabulary 0..50256"),
+        (torch.tensor([[15496, 11], [15496, 11]]), r"one sequence \(1-D\), got shape \(2, 2\)"),
+        ([2.0], "integer token ids"),
+    ],
+)
+def test_ids_to_text_refuses_what_is_not_one_sequence_of_ids(tokenizer, ids, error) -> None:
+    from dlnotes.gpt2_tokenizer import GPT2Tokenizer, tiktoken_gpt2
+    from dlnotes.loader import ids_to_text
+
+    tok = GPT2Tokenizer.pretrained() if tokenizer == "ours" else tiktoken_gpt2()
+    with pytest.raises(InputError, match=error):
+        ids_to_text(ids, tok)
+    assert ids_to_text(torch.tensor([[15496, 11]]), tok) == ids_to_text([15496, 11]) == "Hello,"
+
+
+# 10. Float ids were truncated to integers; None gave a raw TypeError.
+@pytest.mark.parametrize(
+    "source, error",
+    [
+        ([1.5, 2.7, 3.1, 4.0, 5.0], "token ids must be integers, got torch.float32 values"),
+        (torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]), "must be integers"),
+        ([True, False, True, True, False], "must be integers"),
+        ([3, 4, -1, 5, 6], "token ids must be >= 0, got -1"),
+        (None, "a string or a sequence of token ids, got a NoneType"),
+        (12345, "a string or a sequence of token ids, got a int"),
+        ([[1, 2], [3]], "not a sequence of integers"),
+    ],
+)
+def test_dataset_refuses_ids_that_are_not_integers(source, error) -> None:
+    from dlnotes.loader import GPTDataset, create_dataloader
+
+    with pytest.raises(InputError, match=error):
+        GPTDataset(source, max_length=2, stride=1)
+    with pytest.raises(InputError, match=error):
+        create_dataloader(source, batch_size=1, max_length=2, stride=1)
+
+
+def test_empty_text_is_an_error_not_an_empty_prompt() -> None:
+    from dlnotes.loader import text_to_ids
+
+    with pytest.raises(InputError, match="the text is empty"):
+        text_to_ids("")
+    with pytest.raises(InputError, match="the text must be a string, got a bytes"):
+        text_to_ids(b"Hello")
+
+
+def test_endoftext_is_defined_once() -> None:
+    import dlnotes
+
+    root = Path(dlnotes.__file__).parent
+    definitions = [
+        path.name
+        for path in root.rglob("*.py")
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if re.match(r"ENDOFTEXT\s*(:[^=]+)?=", line)
+    ]
+    assert definitions == ["text.py"]
+    from dlnotes import gpt2_tokenizer, loader, text
+
+    assert gpt2_tokenizer.ENDOFTEXT == loader.ENDOFTEXT == text.ENDOFTEXT == "<|endoftext|>"

@@ -17,15 +17,9 @@ from dlnotes import fastpath
 from dlnotes.env import seed_everything
 from dlnotes.errors import CheckpointError, InputError
 from dlnotes.gpt import GPT, GPTConfig
+from dlnotes.loader import ids_to_text, text_to_ids
 from dlnotes.losses import loader_loss
-from dlnotes.train import (
-    History,
-    fused_adamw_works,
-    ids_to_text,
-    make_optimizer,
-    text_to_ids,
-    train,
-)
+from dlnotes.train import History, fused_adamw_works, make_optimizer, train
 
 TEXT = "Every effort moves you forward, and every step counts when you learn by doing. "
 
@@ -170,8 +164,7 @@ WORKER = textwrap.dedent(
     from pathlib import Path
     import torch
     from torch.utils.data import DataLoader, TensorDataset
-    from dlnotes import fastpath
-from dlnotes.env import seed_everything
+    from dlnotes.env import seed_everything
     from dlnotes.gpt import GPT, GPTConfig
     from dlnotes.schedule import warmup_cosine
     from dlnotes.train import make_optimizer, train
