@@ -11,9 +11,9 @@
 # OpenAI released for GPT-2, which turn the same architecture into a fluent model.
 #
 # Library names introduced: `dlnotes.losses` (`batch_loss`, `loader_loss`,
-# `perplexity`, `evaluate`), `dlnotes.train` (`text_to_ids`, `ids_to_text`,
-# `make_optimizer`, `train`, `History`), `dlnotes.checkpoint` (`save_checkpoint`,
-# `load_checkpoint`), `dlnotes.pretrained` (`load_gpt2`), `dlnotes.plots`
+# `perplexity`, `evaluate`), `dlnotes.loader` (`text_to_ids`, `ids_to_text`),
+# `dlnotes.train` (`make_optimizer`, `train`, `History`), `dlnotes.checkpoint`
+# (`save_checkpoint`, `load_checkpoint`), `dlnotes.pretrained` (`load_gpt2`), `dlnotes.plots`
 # (`plot_losses`). Also used: `dlnotes.gpt`, `dlnotes.generate`, `dlnotes.loader`,
 # `dlnotes.data`, `dlnotes.env`.
 #
@@ -35,11 +35,11 @@ from dlnotes.errors import DataError
 from dlnotes.generate import generate, sample_next
 from dlnotes.gpt import GPT, GPTConfig
 from dlnotes.gpt2_tokenizer import tiktoken_gpt2
-from dlnotes.loader import create_dataloader
+from dlnotes.loader import create_dataloader, ids_to_text, text_to_ids
 from dlnotes.losses import amp_dtype, batch_loss, loader_loss, perplexity
 from dlnotes.plots import plot_losses
 from dlnotes.pretrained import entry, load_gpt2
-from dlnotes.train import ids_to_text, make_optimizer, print_eval, print_sample, text_to_ids, train
+from dlnotes.train import make_optimizer, print_eval, print_sample, train
 
 # %%
 SMOKE = env.SMOKE
@@ -373,7 +373,7 @@ if gpt2 is not None:
 # - OpenAI's GPT-2 weights drop into the same architecture.
 #
 # Now in the library: `dlnotes.losses` (`batch_loss`, `loader_loss`, `perplexity`,
-# `evaluate`), `dlnotes.train` (`text_to_ids`, `ids_to_text`, `make_optimizer`,
-# `train`, `History`), `dlnotes.checkpoint` (`save_checkpoint`, `load_checkpoint`),
-# `dlnotes.pretrained` (`load_gpt2`, `fetch_weights`), `dlnotes.plots`
+# `evaluate`), `dlnotes.loader` (`text_to_ids`, `ids_to_text`), `dlnotes.train`
+# (`make_optimizer`, `train`, `History`), `dlnotes.checkpoint` (`save_checkpoint`,
+# `load_checkpoint`), `dlnotes.pretrained` (`load_gpt2`, `fetch_weights`), `dlnotes.plots`
 # (`plot_losses`, `plot_lr`).
