@@ -12,6 +12,8 @@ same merge loop and chunk cache GPT-2 uses; only three things differ from GPT-2:
   tokenizer of the original repository does the same with ``Digits(individual_digits)``
   then ``ByteLevel``). So ``"2026"`` is four tokens, and a run of spaces or newlines
   before a digit stays one chunk. `SMOLLM_PATTERN` does both steps in one regex.
+  (transformers' GGUF loader has no entry for ``smollm``, splits like GPT-2 and so
+  differs from the model's tokenizer where whitespace runs up to a digit.)
 * **Missing bytes**: 21 bytes (six control characters and bytes that UTF-8 never or
   hardly uses) have no token; encoding drops them, as Hugging Face's tokenizers and
   llama.cpp do, so such text does not survive a round trip.
@@ -20,10 +22,11 @@ same merge loop and chunk cache GPT-2 uses; only three things differ from GPT-2:
   contains one unless it is allowed (``allowed_special="all"`` is what Hugging Face does);
   `encode_chat` renders a conversation and allows them.
 
-`apply_chat_template` is the file's ChatML template written in Python: each message
-becomes ``<|im_start|>{role}\\n{content}<|im_end|>\\n``, a default system prompt (read from
-the template) comes first when the conversation has none, and ``<|im_start|>assistant\\n``
-asks for the reply.
+`LlamaTokenizer.from_hf_json` builds the same tokenizer from the Hugging Face Hub's
+``tokenizer.json``. `apply_chat_template` is the file's ChatML template written in
+Python: each message becomes ``<|im_start|>{role}\\n{content}<|im_end|>\\n``, a default
+system prompt (read from the template) comes first when the conversation has none, and
+``<|im_start|>assistant\\n`` asks for the reply.
 
 Leaves out: other pre-tokenizers and chat templates (they are refused), and adding
 bos/eos automatically (this model's file asks for neither).
@@ -31,6 +34,7 @@ bos/eos automatically (this model's file asks for neither).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -54,13 +58,16 @@ PRE_TOKENIZERS = {"smollm": SMOLLM_PATTERN}
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 
-# SmolLM2's template, with its default system prompt cut out (rendered by `_render`).
+# SmolLM2's template with its default system prompt cut out (`apply_chat_template` is it
+# in Python).
 _CHATML = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
     "{{ '<|im_start|>system\n" + "{system}" + "<|im_end|>\n' }}{% endif %}"
     "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+SMOLLM2_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+SMOLLM2_CHAT_TEMPLATE = _CHATML.replace("{system}", SMOLLM2_SYSTEM_PROMPT)
 _DEFAULT_SYSTEM = re.compile(r"\{\{ '<\|im_start\|>system\n(.*?)<\|im_end\|>\n' \}\}", re.S)
 
 # llama.cpp's token types (gguf.TokenType): control and user-defined tokens are matched
@@ -120,6 +127,72 @@ class LlamaTokenizer(BPETokenizer):
         lines: list[str] = _get(reader, "tokenizer.ggml.merges", name)
         if len(types) != len(tokens):
             raise DataError(f"{name}: {len(tokens):,} tokens but {len(types):,} token types")
+        ids = {
+            key: _get(reader, f"tokenizer.ggml.{key}_token_id", name, default=None)
+            for key in ("bos", "eos", "padding")
+        }
+        return cls._build(
+            name,
+            tokens,
+            lines,
+            special_tokens={
+                t: i for i, t in enumerate(tokens) if types[i] in (_CONTROL, _USER_DEFINED)
+            },
+            pattern=PRE_TOKENIZERS[pre],
+            bos_id=ids["bos"],
+            eos_id=ids["eos"],
+            pad_id=ids["padding"] if ids["padding"] is not None else ids["eos"],
+            chat_template=_get(reader, "tokenizer.chat_template", name, default=None),
+        )
+
+    @classmethod
+    def from_hf_json(cls, path: str | Path) -> LlamaTokenizer:
+        """SmolLM2's tokenizer from the Hugging Face Hub's ``tokenizer.json``.
+
+        That file has the vocabulary, merges, specials and pre-tokenizer but not the chat
+        template or which special is bos/eos/pad (those live in ``tokenizer_config.json``):
+        SmolLM2-Instruct's are used, the same as in its GGUF file.
+        """
+        path = Path(path)
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            model, pre = state["model"], state["pre_tokenizer"]
+            vocab: dict[str, int] = model["vocab"]
+            lines = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+            added = {t["content"]: int(t["id"]) for t in state["added_tokens"]}
+        except OSError as exc:
+            raise DataError(f"cannot read {path}: {exc.strerror}") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise DataError(f"{path} is not a Hugging Face tokenizer.json ({exc!r})") from None
+        if model.get("type") != "BPE" or state.get("normalizer") or not _is_smollm(pre, model):
+            raise DataError(
+                f"{path} is not SmolLM2's tokenizer: a byte-level BPE, no normalizer, and "
+                f"Digits(individual_digits) then ByteLevel pre-tokenisation (got {pre!r})"
+            )
+        tokens = [""] * (max(vocab.values(), default=-1) + 1)
+        for token, i in vocab.items():
+            tokens[i] = token
+        missing = sorted({IM_START, IM_END, *added} - vocab.keys())
+        if missing or "" in tokens:
+            raise DataError(f"{path}: the vocabulary lacks ids or the tokens {missing}")
+        return cls._build(
+            path,
+            tokens,
+            lines,
+            special_tokens=added,
+            pattern=SMOLLM_PATTERN,
+            bos_id=vocab[IM_START],
+            eos_id=vocab[IM_END],
+            pad_id=vocab[IM_END],
+            chat_template=SMOLLM2_CHAT_TEMPLATE,
+        )
+
+    @classmethod
+    def _build(
+        cls, name: Any, tokens: list[str], lines: list[str], **kwargs: Any
+    ) -> LlamaTokenizer:
+        """The tokenizer for token strings in GPT-2's byte spelling and ``"left right"``
+        merge lines; `DataError` (naming the file `name`) if they do not fit together."""
         id_of = {t: i for i, t in enumerate(tokens)}
         char_of = bytes_to_unicode()
         byte_ids = [id_of.get(char_of[b]) for b in range(256)]
@@ -130,24 +203,10 @@ class LlamaTokenizer(BPETokenizer):
                 merges[(id_of[left], id_of[right])] = id_of[left + right]
         except (KeyError, ValueError):
             raise DataError(f"{name}: merge {line!r} names a token the vocabulary lacks") from None
-        specials = {t: i for i, t in enumerate(tokens) if types[i] in (_CONTROL, _USER_DEFINED)}
-        ids = {
-            key: _get(reader, f"tokenizer.ggml.{key}_token_id", name, default=None)
-            for key in ("bos", "eos", "padding")
-        }
         try:
-            tok = cls(
-                merges,
-                pattern=PRE_TOKENIZERS[pre],
-                special_tokens=specials,
-                byte_ids=byte_ids,
-                bos_id=ids["bos"],
-                eos_id=ids["eos"],
-                pad_id=ids["padding"] if ids["padding"] is not None else ids["eos"],
-                chat_template=_get(reader, "tokenizer.chat_template", name, default=None),
-            )
+            tok = cls(merges, byte_ids=byte_ids, **kwargs)
         except InputError as exc:
-            raise DataError(f"{name}: inconsistent tokenizer metadata ({exc})") from None
+            raise DataError(f"{name}: inconsistent tokenizer ({exc})") from None
         if tok.n_vocab != len(tokens) or max(tok.vocab) != len(tokens) - 1:
             raise DataError(
                 f"{name}: bytes, merges and specials give {tok.n_vocab:,} of its "
@@ -222,6 +281,26 @@ class LlamaTokenizer(BPETokenizer):
         return self.encode(
             self.apply_chat_template(messages, add_generation_prompt), allowed_special="all"
         )
+
+
+def _is_smollm(pre: Any, model: Mapping[str, Any]) -> bool:
+    """Whether a tokenizer.json's pre-tokenizer and BPE settings are SmolLM2's: digits
+    isolated, then GPT-2's byte-level split; plain merges (no dropout, no affixes)."""
+    if not isinstance(pre, dict) or pre.get("type") != "Sequence":
+        return False
+    steps = pre.get("pretokenizers")
+    if not isinstance(steps, list) or len(steps) != 2 or not isinstance(steps[1], dict):
+        return False
+    digits, byte_level = steps
+    return (
+        digits == {"type": "Digits", "individual_digits": True}
+        and byte_level.get("type") == "ByteLevel"
+        and not byte_level.get("add_prefix_space")
+        and byte_level.get("use_regex", True)
+        and not model.get("dropout")
+        and not model.get("continuing_subword_prefix")
+        and not model.get("end_of_word_suffix")
+    )
 
 
 def _default_system_prompt(template: str | None) -> str | None:

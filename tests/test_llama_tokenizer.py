@@ -354,3 +354,30 @@ def test_from_gguf_bad_files(tmp_path, ours) -> None:
     _write_gguf(broken, **base, **{"tokenizer.ggml.merges": (["a c d"], A)})
     with pytest.raises(DataError, match="merge 'a c d'"):
         LlamaTokenizer.from_gguf(broken)
+
+
+def test_from_hf_json_equals_from_gguf(tmp_path, ours, hf, hf_plain, verdict) -> None:
+    path = tmp_path / "tokenizer.json"
+    hf.save(str(path))
+    state = json.loads(path.read_text(encoding="utf-8"))
+    assert isinstance(state["model"]["merges"][0], list)
+    for merges in ("pairs", "strings"):  # newer and older tokenizer.json spellings
+        if merges == "strings":
+            state["model"]["merges"] = [" ".join(m) for m in state["model"]["merges"]]
+            path.write_text(json.dumps(state), encoding="utf-8")
+        tok = LlamaTokenizer.from_hf_json(path)
+        assert tok.vocab == ours.vocab and tok.merges == ours.merges
+        assert tok.special_tokens == ours.special_tokens and tok.byte_ids == ours.byte_ids
+        assert (tok.bos_id, tok.eos_id, tok.pad_id) == (ours.bos_id, ours.eos_id, ours.pad_id)
+        assert tok.chat_template == ours.chat_template  # SmolLM2's template, as in the GGUF
+        assert tok.encode(verdict) == ours.encode(verdict)
+    plain = tmp_path / "plain.json"
+    hf_plain.backend_tokenizer.save(str(plain))
+    with pytest.raises(DataError, match="not SmolLM2's tokenizer"):
+        LlamaTokenizer.from_hf_json(plain)
+    junk = tmp_path / "junk.json"
+    junk.write_text("{not json", encoding="utf-8")
+    with pytest.raises(DataError, match="not a Hugging Face tokenizer.json"):
+        LlamaTokenizer.from_hf_json(junk)
+    with pytest.raises(DataError, match="cannot read"):
+        LlamaTokenizer.from_hf_json(tmp_path / "missing.json")
