@@ -3,6 +3,8 @@
     nox -s check          smoke-run every script on each device present (cpu here)
     nox -s "check(cuda)"  ... on one device
     nox -s tests          the test suite (pytest)
+    nox -s site           execute every script and render build/site/ (-- --full: book runs)
+    nox -s site_test      the site in headless Chromium (builds it first if needed)
     nox -s sync           generate / update the paired notebooks (jupytext)
     nox -s lint           ruff
     nox -s "dev(cpu)"     a .venv in the repository for VS Code / Jupyter
@@ -97,8 +99,30 @@ def check(session: nox.Session, device: str) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (pytest arguments pass through: nox -s tests -- -k bpe)."""
-    _install(session, "test")
+    _install(session, "test,site")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def site(session: nox.Session) -> None:
+    """Execute every chapter (smoke mode; -- --full for the book-sized runs) and render the
+    site into build/site/ (open build/site/index.html)."""
+    _install(session, "site")
+    session.run("python", "-m", "dlnotes.site", *session.posargs)
+
+
+@nox.session
+def site_test(session: nox.Session) -> None:
+    """Build the site in smoke mode if needed, then test it in headless Chromium."""
+    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
+        session.error(
+            "the browser test needs Debian's chromium and its driver: "
+            "apt-get install chromium chromium-driver"
+        )
+    _install(session, "test,site")
+    if not (ROOT / "build" / "site" / "index.html").is_file():
+        session.run("python", "-m", "dlnotes.site")
+    session.run("pytest", "tests/test_site.py", *session.posargs, env={"DLNOTES_SITE_TEST": "1"})
 
 
 @nox.session
