@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import numbers
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
@@ -30,6 +29,7 @@ import regex
 
 from dlnotes.atomic import atomic_write
 from dlnotes.errors import DataError, InputError
+from dlnotes.text import as_token_ids
 
 Pair = tuple[int, int]
 
@@ -300,7 +300,7 @@ class BPETokenizer:
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """The bytes that `ids` (a sequence, or a 1-D array or tensor, of integers) stand for."""
-        ids = _id_list(ids)
+        ids = as_token_ids(ids, "decode's ids")
         try:
             return b"".join([self.vocab[i] for i in ids])
         except KeyError:
@@ -349,25 +349,6 @@ class BPETokenizer:
 
 
 _NEVER = float("inf")
-
-
-def _id_list(ids: Iterable[int]) -> list[int]:
-    """`ids` as a list of Python ints: a float, a bool or a nested list is an error, not
-    silently an id (``True == 1`` and ``1.0 == 1`` as dict keys)."""
-    ndim = getattr(ids, "ndim", 1)
-    if isinstance(ids, str | bytes) or ndim != 1:
-        what = f"a {ndim}-D array" if ndim != 1 else type(ids).__name__
-        raise InputError(f"decode takes a sequence or 1-D tensor of token ids, got {what}")
-    try:
-        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
-    except TypeError:
-        raise InputError(f"decode takes a sequence of token ids, got {ids!r}") from None
-    if all(type(i) is int for i in ids):
-        return ids
-    for i in ids:
-        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
-            raise InputError(f"token ids must be integers, got {i!r} ({type(i).__name__})")
-    return [int(i) for i in ids]
 
 
 def _fix_surrogates(text: str) -> str:
