@@ -240,7 +240,8 @@ def _fit_problem(payload: Mapping[str, Any], model: nn.Module) -> str | None:
     """Why the stored weights cannot go into `model` (None if they fit)."""
     saved_cfg, cfg = payload.get("config"), _config(model)
     if saved_cfg is not None and cfg is not None:
-        differ = [k for k in sorted(set(saved_cfg) | set(cfg)) if saved_cfg.get(k) != cfg.get(k)]
+        # A setting one side lacks came later, and its default is the old behaviour.
+        differ = [k for k in sorted(set(saved_cfg) & set(cfg)) if saved_cfg[k] != cfg[k]]
         shape_keys = [k for k in differ if k != "drop_rate"]  # dropout changes no tensor
         if shape_keys:
             theirs = ", ".join(f"{k}={saved_cfg.get(k)}" for k in shape_keys)

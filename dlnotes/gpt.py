@@ -19,6 +19,7 @@ padding masks, and any positional scheme other than GPT-2's learned absolute one
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dlnotes.attention import KVCache, MultiHeadAttention
-from dlnotes.errors import InputError
+from dlnotes.errors import InputError, require_int
 
 # name -> (emb_dim, n_layers, n_heads) of the four released GPT-2 models.
 GPT2_SIZES: dict[str, tuple[int, int, int]] = {
@@ -35,7 +36,32 @@ GPT2_SIZES: dict[str, tuple[int, int, int]] = {
     "774M": (1280, 36, 20),
     "1558M": (1600, 48, 25),
 }
-GPT2_ALIASES = {"small": "124M", "medium": "355M", "large": "774M", "xl": "1558M"}
+# Other names for them (any case): the Hub's repository names and the sizes' words.
+GPT2_ALIASES = {
+    "small": "124M",
+    "medium": "355M",
+    "large": "774M",
+    "xl": "1558M",
+    "gpt2": "124M",
+    "gpt2-medium": "355M",
+    "gpt2-large": "774M",
+    "gpt2-xl": "1558M",
+}
+
+
+def gpt2_size(name: object) -> str:
+    """The size key ("124M", ...) for a GPT-2 size or alias, in any case.
+
+    >>> gpt2_size("GPT2-Medium"), gpt2_size("124m")
+    ('355M', '124M')
+    """
+    if not isinstance(name, str):
+        raise InputError(f"the GPT-2 size must be a name such as '124M', got {name!r}")
+    key = GPT2_ALIASES.get(name.strip().lower(), name.strip().upper())
+    if key not in GPT2_SIZES:
+        known = ", ".join([*GPT2_SIZES, *GPT2_ALIASES])
+        raise InputError(f"unknown GPT-2 size {name!r}; known sizes: {known}")
+    return key
 
 
 @dataclass(frozen=True)
@@ -56,24 +82,32 @@ class GPTConfig:
     drop_rate: float = 0.1
     qkv_bias: bool = False
     tie_weights: bool = False  # share one matrix between wte and lm_head, as GPT-2 does
+    layer_norm_eps: float = 1e-5  # GPT-2's; HF's config.json calls it layer_norm_epsilon
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
-            if getattr(self, name) < 1:
-                raise InputError(f"GPTConfig.{name} must be at least 1, got {getattr(self, name)}")
+            require_int(f"GPTConfig.{name}", getattr(self, name))
         if self.emb_dim % self.n_heads:
             raise InputError(f"emb_dim={self.emb_dim} must be divisible by n_heads={self.n_heads}")
+        for name in ("drop_rate", "layer_norm_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise InputError(f"GPTConfig.{name} must be a number, got {value!r}")
         if not 0.0 <= self.drop_rate < 1.0:
             raise InputError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
+        if not 0.0 < self.layer_norm_eps < 1.0:
+            raise InputError(f"layer_norm_eps must be in (0, 1), got {self.layer_norm_eps}")
+        for name in ("qkv_bias", "tie_weights"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(
+                    f"GPTConfig.{name} must be True or False, got {getattr(self, name)!r}"
+                )
 
     @classmethod
     def gpt2(cls, size: str = "124M", **overrides: object) -> GPTConfig:
-        """OpenAI's GPT-2 of that size ("124M"…"1558M" or "small"…"xl"): biased qkv, tied head."""
-        key = GPT2_ALIASES.get(size, size)
-        if key not in GPT2_SIZES:
-            names = ", ".join([*GPT2_SIZES, *GPT2_ALIASES])
-            raise InputError(f"unknown GPT-2 size {size!r}; known sizes: {names}")
-        emb_dim, n_layers, n_heads = GPT2_SIZES[key]
+        """OpenAI's GPT-2 of that size ("124M"…"1558M", "small"…"xl", "gpt2-medium", ...;
+        any case): biased qkv, tied head."""
+        emb_dim, n_layers, n_heads = GPT2_SIZES[gpt2_size(size)]
         base = cls(
             emb_dim=emb_dim, n_layers=n_layers, n_heads=n_heads, qkv_bias=True, tie_weights=True
         )
@@ -97,14 +131,17 @@ class GPTConfig:
         >>> GPTConfig.preset("xl").n_layers
         48
         """
-        if name == "book":
+        lowered = name.strip().lower() if isinstance(name, str) else name
+        if lowered == "book":
             return cls.book(**overrides)
-        if name == "tiny":
+        if lowered == "tiny":
             return cls.tiny(**overrides)
-        if name in GPT2_SIZES or name in GPT2_ALIASES:
-            return cls.gpt2(name, **overrides)
-        names = ", ".join([*GPT2_SIZES, *GPT2_ALIASES, "book", "tiny"])
-        raise InputError(f"unknown GPT preset {name!r}; known presets: {names}")
+        try:
+            size = gpt2_size(name)
+        except InputError:
+            names = ", ".join([*GPT2_SIZES, *GPT2_ALIASES, "book", "tiny"])
+            raise InputError(f"unknown GPT preset {name!r}; known presets: {names}") from None
+        return cls.gpt2(size, **overrides)
 
 
 class LayerNorm(nn.Module):
@@ -154,7 +191,7 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.ln_1 = LayerNorm(cfg.emb_dim)
+        self.ln_1 = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
         self.attn = MultiHeadAttention(
             cfg.emb_dim,
             cfg.emb_dim,
@@ -163,7 +200,7 @@ class TransformerBlock(nn.Module):
             num_heads=cfg.n_heads,
             qkv_bias=cfg.qkv_bias,
         )
-        self.ln_2 = LayerNorm(cfg.emb_dim)
+        self.ln_2 = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
         self.mlp = FeedForward(cfg)
         self.drop = nn.Dropout(cfg.drop_rate)  # the book's `drop_shortcut`
 
@@ -218,7 +255,7 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(cfg.context_length, cfg.emb_dim)
         self.drop = nn.Dropout(cfg.drop_rate)
         self.h = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
-        self.ln_f = LayerNorm(cfg.emb_dim)
+        self.ln_f = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
         self.lm_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
         if cfg.tie_weights:
             # One (V, D) matrix both looks tokens up and scores them (38.6M fewer at 124M).

@@ -97,16 +97,53 @@ def _brief(cfg: GPTConfig) -> str:
     )
 
 
-def config_from_hf(config: Mapping[str, object] | str | Path, **overrides: object) -> GPTConfig:
-    """A `GPTConfig` from a HF GPT-2 ``config.json`` (path or parsed dict)."""
+# HF GPT2Config settings that change what the model computes, with the value ours matches.
+# (`reorder_and_upcast_attn` only changes the precision of half-precision attention
+# scores: in float32 its logits equal ours, so it is accepted.)
+_FIXED = {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False}
+_REQUIRED = ("vocab_size", "n_positions", "n_embd", "n_head", "n_layer")
+
+
+def _read_config(path: Path) -> Mapping[str, object]:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else exc.reason
+        raise CheckpointError(f"{path} is not valid JSON ({reason}{where})") from None
     if not isinstance(config, Mapping):
-        config = json.loads(Path(config).read_text())
+        raise CheckpointError(f"{path} holds a JSON {type(config).__name__}, not an object")
+    return config
+
+
+def config_from_hf(config: Mapping[str, object] | str | Path, **overrides: object) -> GPTConfig:
+    """A `GPTConfig` from a HF GPT-2 ``config.json`` (path or parsed dict).
+
+    Settings this model does not implement are an `InputError` rather than a model
+    whose logits quietly differ from Hugging Face's.
+    """
+    source = "the config" if isinstance(config, Mapping) else str(config)
+    if not isinstance(config, Mapping):
+        config = _read_config(Path(config))
+    missing = [key for key in _REQUIRED if key not in config]
+    if missing:
+        raise CheckpointError(
+            f"{source} has no {missing[0]!r}: a GPT-2 config.json needs {', '.join(_REQUIRED)}"
+        )
     act = config.get("activation_function", "gelu_new")
     if act != "gelu_new" or config.get("n_inner") not in (None, 4 * int(config["n_embd"])):
         raise InputError(
             f"GPT-2 config with activation {act!r} and n_inner={config.get('n_inner')} is not "
             "supported: this model uses GELU (tanh) and an MLP of 4 x n_embd"
         )
+    for key, ours in _FIXED.items():
+        if config.get(key, ours) != ours:
+            raise InputError(
+                f"{source} sets {key}={config[key]!r}, which this model does not implement "
+                f"(it computes attention as {key}={ours} does)"
+            )
     fields: dict[str, object] = dict(
         vocab_size=config["vocab_size"],
         context_length=config["n_positions"],
@@ -116,6 +153,7 @@ def config_from_hf(config: Mapping[str, object] | str | Path, **overrides: objec
         drop_rate=config.get("resid_pdrop", 0.1),
         qkv_bias=True,  # GPT-2's c_attn always has a bias
         tie_weights=config.get("tie_word_embeddings", True),
+        layer_norm_eps=config.get("layer_norm_epsilon", 1e-5),
     )
     return GPTConfig(**{**fields, **overrides})  # type: ignore[arg-type]
 
@@ -157,15 +195,32 @@ def load_hf_safetensors(path: str | Path, cfg: GPTConfig | None = None) -> GPT:
         else:
             cfg = config_from_shapes(tensors, path)
     state = convert_hf_state_dict(tensors, cfg)
-    return model_from_state_dict(state, cfg).eval()
+    return model_from_state_dict(state, cfg, share=True)  # the file's tensors are ours alone
 
 
-def model_from_state_dict(state: Mapping[str, Tensor], cfg: GPTConfig) -> GPT:
-    """``GPT(cfg)`` holding `state`'s tensors (not copies), built without a random init."""
+def model_from_state_dict(
+    state: Mapping[str, Tensor], cfg: GPTConfig, *, share: bool = False, training: bool = False
+) -> GPT:
+    """``GPT(cfg)`` holding `state`'s weights, built without a random init; in eval mode
+    unless ``training=True``.
+
+    The weights are copies, so training the model leaves `state` (say, a Hugging Face
+    model's tensors) unchanged; ``share=True`` adopts the tensors themselves instead,
+    which saves the memory of a copy when nothing else uses them.
+    """
+    owned: dict[str, Tensor] = {}
+    storages: set[int] = set()
+    for name, tensor in state.items():
+        storage = tensor.untyped_storage().data_ptr()
+        # Even when sharing, one tensor under two names (wte for an untied head) is copied
+        # once: two Parameters on one storage would take each update twice.
+        reuse = share and storage not in storages
+        owned[name] = tensor.detach() if reuse else tensor.detach().clone()
+        storages.add(storage)
     with torch.device("meta"):
         model = GPT(cfg)  # placeholders only: a 1.5B model costs no memory or init time here
     # assign=True adopts the tensors themselves instead of copying into the placeholders.
-    model.load_state_dict(state, assign=True)
+    model.load_state_dict(owned, assign=True)
     if cfg.tie_weights:
         model.lm_head.weight = model.wte.weight  # assign gave each its own Parameter
     # Buffers (the causal masks) are not weights: take real ones from the smallest block
@@ -175,4 +230,4 @@ def model_from_state_dict(state: Mapping[str, Tensor], cfg: GPTConfig) -> GPT:
         for name, buffer in template.named_buffers():
             owner, _, attr = name.rpartition(".")
             setattr(block.get_submodule(owner), attr, buffer.to(model.wte.weight.device))
-    return model
+    return model.train(training)

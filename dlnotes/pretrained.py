@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlnotes import data
-from dlnotes.errors import InputError
-from dlnotes.gpt import GPT, GPTConfig
+from dlnotes.gpt import GPT, GPT2_ALIASES, GPTConfig, gpt2_size
 
 HUB = "https://huggingface.co"
 FILENAME = "model.safetensors"
@@ -55,31 +54,17 @@ MODELS: dict[str, HubFile] = {
     "774M": HubFile("openai-community/gpt2-large", "main"),
     "1558M": HubFile("openai-community/gpt2-xl", "main"),
 }
-ALIASES = {
-    "small": "124M",
-    "medium": "355M",
-    "large": "774M",
-    "xl": "1558M",
-    "gpt2": "124M",
-    "gpt2-medium": "355M",
-    "gpt2-large": "774M",
-    "gpt2-xl": "1558M",
-}
+# The sizes and their aliases are `dlnotes.gpt`'s: one table for both modules.
+ALIASES = GPT2_ALIASES
 
 
 def canonical_size(size: str) -> str:
-    """The size key ("124M", ...) for a size or alias; `InputError` for an unknown one.
+    """The size key ("124M", ...) for a size or alias, in any case (`dlnotes.gpt.gpt2_size`).
 
     >>> canonical_size("gpt2-medium")
     '355M'
     """
-    if not isinstance(size, str):
-        raise InputError(f"the GPT-2 size must be a name such as '124M', got {size!r}")
-    key = ALIASES.get(size.strip().lower(), size.strip().upper())
-    if key not in MODELS:
-        known = ", ".join([*MODELS, *ALIASES])
-        raise InputError(f"unknown GPT-2 size {size!r}; known sizes: {known}")
-    return key
+    return gpt2_size(size)
 
 
 def _hub_metadata(repo: str, revision: str) -> tuple[str, str, int] | None:

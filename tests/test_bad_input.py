@@ -324,3 +324,21 @@ def test_endoftext_is_defined_once() -> None:
     from dlnotes import gpt2_tokenizer, loader, text
 
     assert gpt2_tokenizer.ENDOFTEXT == loader.ENDOFTEXT == text.ENDOFTEXT == "<|endoftext|>"
+
+
+# 15. Sizes of the wrong type failed deep inside nn.Linear / torch.empty.
+@pytest.mark.parametrize(
+    "overrides, error",
+    [
+        ({"emb_dim": 32.0}, r"GPTConfig.emb_dim must be an integer >= 1, got 32.0"),
+        ({"vocab_size": "300"}, r"GPTConfig.vocab_size must be an integer >= 1, got '300'"),
+        ({"n_layers": True}, r"GPTConfig.n_layers must be an integer >= 1, got True"),
+        ({"context_length": 0}, r"GPTConfig.context_length must be an integer >= 1, got 0"),
+        ({"drop_rate": "0.1"}, r"GPTConfig.drop_rate must be a number, got '0.1'"),
+        ({"qkv_bias": 1}, r"GPTConfig.qkv_bias must be True or False, got 1"),
+        ({"layer_norm_eps": 0.0}, r"layer_norm_eps must be in \(0, 1\), got 0.0"),
+    ],
+)
+def test_config_values_of_the_wrong_type(overrides, error) -> None:
+    with pytest.raises(InputError, match=error):
+        GPTConfig.tiny(**overrides)

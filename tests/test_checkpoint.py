@@ -163,3 +163,20 @@ def test_optimizer_that_does_not_fit(tmp_path):
     no_opt = save_checkpoint(tmp_path / "bare.pt", model)
     with pytest.raises(CheckpointError, match="no optimizer state"):
         load_checkpoint(no_opt, model, opt)
+
+
+def test_checkpoint_from_before_a_new_config_setting_still_loads(tmp_path, monkeypatch):
+    model = GPT(CFG)
+    real = ckpt._config
+
+    def older(m):  # as saved before GPTConfig had layer_norm_eps
+        cfg = real(m)
+        del cfg["layer_norm_eps"]
+        return cfg
+
+    monkeypatch.setattr(ckpt, "_config", older)
+    path = save_checkpoint(tmp_path / "old.pt", model)
+    monkeypatch.setattr(ckpt, "_config", real)
+    fresh = GPT(CFG)
+    load_checkpoint(path, fresh)
+    assert _same_state(fresh.state_dict(), model.state_dict())

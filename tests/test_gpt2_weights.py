@@ -125,3 +125,68 @@ def test_unsupported_config(saved: Path) -> None:
     config = json.loads(saved.with_name("config.json").read_text())
     with pytest.raises(InputError, match="activation 'relu'"):
         config_from_hf({**config, "activation_function": "relu"})
+
+
+# Defect 14: a malformed config.json was a raw JSONDecodeError naming no file, a missing
+# key a bare KeyError: 'vocab_size'.
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ('{"n_embd": 32,', r"config\.json is not valid JSON \(.* at line 1\)"),
+        ("[1, 2]", r"config\.json holds a JSON list, not an object"),
+        ('{"n_embd": 32, "n_head": 4}', r"config\.json has no 'vocab_size'"),
+    ],
+)
+def test_bad_config_json_names_the_file(hf_model, tmp_path: Path, text: str, error: str) -> None:
+    path = hub_style(hf_model, tmp_path)
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(CheckpointError, match=error) as info:
+        load_hf_safetensors(path)
+    assert str(tmp_path / "config.json") in str(info.value) and "\n" not in str(info.value)
+
+
+# Defect 18: settings the model does not implement were accepted, and its logits then
+# differed from Hugging Face's; layer_norm_epsilon was ignored.
+@pytest.mark.parametrize(
+    "setting", [{"scale_attn_weights": False}, {"scale_attn_by_inverse_layer_idx": True}]
+)
+def test_attention_settings_the_model_lacks_are_refused(hf_model, setting) -> None:
+    config = {**hf_model.config.to_dict(), **setting}
+    with pytest.raises(InputError, match=f"sets {next(iter(setting))}=.*does not implement"):
+        config_from_hf(config)
+
+
+@pytest.mark.parametrize(
+    "setting", [{"layer_norm_epsilon": 1e-2}, {"reorder_and_upcast_attn": True}, {}]
+)
+def test_accepted_settings_give_hf_logits(setting) -> None:
+    torch.manual_seed(1)
+    config = transformers.GPT2Config(**TINY, initializer_range=0.2, **setting)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # LayerNorm weights far from 1, so that eps changes the logits
+        for name, param in hf.named_parameters():
+            if ".ln_" in name or "ln_f" in name:
+                param.normal_(0, 0.05)
+    cfg = config_from_hf(config.to_dict())
+    from dlnotes.gpt2_weights import convert_hf_state_dict, model_from_state_dict
+
+    assert_same_logits(hf, model_from_state_dict(convert_hf_state_dict(hf.state_dict(), cfg), cfg))
+
+
+def test_model_from_state_dict_copies_and_is_in_eval_mode(hf_model) -> None:
+    """Finetuning our model must not change the HF model's tensors (they were shared)."""
+    from dlnotes.gpt2_weights import convert_hf_state_dict, model_from_state_dict
+
+    cfg = config_from_hf(hf_model.config.to_dict())
+    hf_state = hf_model.state_dict()
+    before = {k: v.clone() for k, v in hf_state.items()}
+    model = model_from_state_dict(convert_hf_state_dict(hf_state, cfg), cfg)
+    assert not model.training
+    assert model_from_state_dict(convert_hf_state_dict(hf_state, cfg), cfg, training=True).training
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(1.0)
+    assert all(torch.equal(hf_state[k], before[k]) for k in hf_state)
+    assert model.lm_head.weight is model.wte.weight  # still tied
+    shared = model_from_state_dict(convert_hf_state_dict(hf_state, cfg), cfg, share=True)
+    assert shared.wte.weight.data_ptr() == hf_state["transformer.wte.weight"].data_ptr()

@@ -182,3 +182,16 @@ def test_aliases():
         "1558M",
         "774M",
     ]
+
+
+def test_one_size_table_for_configs_and_downloads():
+    """gpt.py and pretrained.py agree on sizes and aliases, in any case."""
+    from dlnotes.gpt import GPT2_ALIASES, GPT2_SIZES, GPTConfig
+
+    assert set(pretrained.MODELS) == set(GPT2_SIZES)
+    assert pretrained.ALIASES is GPT2_ALIASES
+    for name in [*GPT2_SIZES, *GPT2_ALIASES, "GPT2-Medium", "xL", "355m"]:
+        size = pretrained.canonical_size(name)
+        assert GPTConfig.gpt2(name) == GPTConfig.preset(name) == GPTConfig.gpt2(size)
+        assert GPTConfig.gpt2(name).emb_dim == GPT2_SIZES[size][0]
+    assert GPTConfig.gpt2("gpt2-xl").n_layers == 48
