@@ -112,8 +112,10 @@ class _Plan:
         vocab = model.cfg.vocab_size
         check_token_ids(idx, vocab, what="prompt")
         require_int("max_new_tokens", self.max_new_tokens, minimum=0)
-        if self.eos_id is not None and not 0 <= self.eos_id < vocab:
-            raise InputError(f"eos_id {self.eos_id} is outside the vocabulary 0..{vocab - 1}")
+        if self.eos_id is not None:
+            require_int("eos_id", self.eos_id, minimum=0)  # a float id would make ids floats
+            if self.eos_id >= vocab:
+                raise InputError(f"eos_id {self.eos_id} is outside the vocabulary 0..{vocab - 1}")
         check_sampling(self.temperature, self.top_k, vocab)
         return self
 

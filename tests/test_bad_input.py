@@ -342,3 +342,20 @@ def test_endoftext_is_defined_once() -> None:
 def test_config_values_of_the_wrong_type(overrides, error) -> None:
     with pytest.raises(InputError, match=error):
         GPTConfig.tiny(**overrides)
+
+
+# 11. A float eos_id gave a float tensor of "ids"; with more tokens the error blamed the input.
+@pytest.mark.parametrize("eos_id", [1.5, 2.0, True, "3", -1])
+def test_eos_id_must_be_an_integer_id(eos_id) -> None:
+    from dlnotes.generate import generate, stream
+
+    model = tiny_model().eval()
+    prompt = torch.tensor([[1, 2, 3]])
+    for max_new_tokens in (1, 5):
+        with pytest.raises(InputError, match="eos_id must be an integer >= 0"):
+            generate(model, prompt, max_new_tokens, eos_id=eos_id)
+        with pytest.raises(InputError, match="eos_id must be an integer >= 0"):
+            stream(model, prompt, max_new_tokens, eos_id=eos_id)
+    with pytest.raises(InputError, match="eos_id 256 is outside the vocabulary 0..255"):
+        generate(model, prompt, 2, eos_id=256)
+    assert generate(model, prompt, 2, eos_id=5).dtype == torch.long
