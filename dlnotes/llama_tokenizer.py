@@ -127,6 +127,9 @@ class LlamaTokenizer(BPETokenizer):
         lines: list[str] = _get(reader, "tokenizer.ggml.merges", name)
         if len(types) != len(tokens):
             raise DataError(f"{name}: {len(tokens):,} tokens but {len(types):,} token types")
+        for flag in ("add_bos_token", "add_eos_token"):
+            if _get(reader, f"tokenizer.ggml.{flag}", name, default=False):
+                raise DataError(f"{name} sets tokenizer.ggml.{flag}, which is not supported")
         ids = {
             key: _get(reader, f"tokenizer.ggml.{key}_token_id", name, default=None)
             for key in ("bos", "eos", "padding")

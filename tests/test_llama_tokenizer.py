@@ -188,6 +188,15 @@ def test_edge_cases_equal_transformers(ours, hf, text) -> None:
     assert ours.decode(ids) == text
 
 
+def test_decode_of_partial_characters_equals_transformers(ours, hf) -> None:
+    # Cutting inside a multi-byte character leaves invalid UTF-8: both replace it by U+FFFD.
+    ids = ours.encode("naïve 😀 日本 👨‍👩‍👧 ½")
+    assert len(ids) > 12
+    for k in range(len(ids) + 1):
+        for part in (ids[:k], ids[k:]):
+            assert ours.decode(part) == hf.decode(part, skip_special_tokens=False), part
+
+
 def test_digits_are_single_tokens(ours, hf_plain) -> None:
     ids = ours.encode("2026")
     assert len(ids) == 4 and [ours.decode([i]) for i in ids] == ["2", "0", "2", "6"]
@@ -281,7 +290,9 @@ def test_chat_template_equals_transformers(ours, hf, hf_plain, messages, add_gen
         messages, tokenize=False, add_generation_prompt=add_generation_prompt
     )
     assert prompt == expected
-    assert ours.encode_chat(messages, add_generation_prompt) == hf_ids(hf, [expected])[0]
+    ids = ours.encode_chat(messages, add_generation_prompt)
+    assert ids == hf_ids(hf, [expected])[0]
+    assert ours.decode(ids) == hf.decode(ids, skip_special_tokens=False) == prompt
     assert prompt.endswith("<|im_start|>assistant\n") == add_generation_prompt
     assert (ours.default_system_prompt in prompt) == (messages[0]["role"] != "system")
 
@@ -350,6 +361,12 @@ def test_from_gguf_bad_files(tmp_path, ours) -> None:
     assert tok.bos_id is None and tok.vocab_size == 257
     with pytest.raises(DataError, match="no chat template"):
         tok.apply_chat_template([{"role": "user", "content": "x"}])
+    with_bos = tmp_path / "with_bos.gguf"
+    B = gguf.GGUFValueType.BOOL
+    merges = {"tokenizer.ggml.merges": (["a b"], A)}
+    _write_gguf(with_bos, **base, **merges, **{"tokenizer.ggml.add_bos_token": (True, B)})
+    with pytest.raises(DataError, match="sets tokenizer.ggml.add_bos_token"):
+        LlamaTokenizer.from_gguf(with_bos)
     broken = tmp_path / "broken.gguf"
     _write_gguf(broken, **base, **{"tokenizer.ggml.merges": (["a c d"], A)})
     with pytest.raises(DataError, match="merge 'a c d'"):
