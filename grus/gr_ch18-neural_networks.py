@@ -20,6 +20,7 @@
 # %%
 import math
 import random
+import statistics
 
 import matplotlib.pyplot as plt
 from tqdm.auto import trange
@@ -100,7 +101,10 @@ plt.figure(figsize=(5, 3))
 plt.plot(ts, [step_function(t) for t in ts], label="step")
 plt.plot(ts, [neuron_output([t], [1.0]) for t in ts], label="sigmoid")
 plt.title("step function vs sigmoid")
+plt.xlabel("$t$ (weighted sum of the inputs plus the bias)")
+plt.ylabel("output")
 plt.legend()
+plt.tight_layout()
 plt.show()
 assert neuron_output([1.0, 0.0], [0.0, 1.0]) == 0.5 == 1 / (1 + math.exp(0))
 
@@ -131,11 +135,12 @@ assert 0 < outputs[3] < 0.001
 # %% [markdown]
 # ## 18.3 Backpropagation
 #
-# To learn the weights we need the gradient of a loss with respect to every weight. For
-# one hidden layer with outputs $h_j = \sigma(\sum_i w_{ji} x_i)$ and outputs
-# $o_k = \sigma(z_k)$, $z_k = \sum_j v_{kj} h_j$ (biases are the weights on the constant 1),
-# and the squared error $L = \sum_k (o_k - t_k)^2$, the chain rule gives, using
-# $\sigma' = \sigma (1 - \sigma)$:
+# To learn the weights we need the gradient of a loss with respect to every weight. Take
+# a network with one hidden layer: hidden neuron $j$ outputs
+# $h_j = \sigma(\sum_i w_{ji} x_i)$, output neuron $k$ outputs $o_k = \sigma(z_k)$ with
+# $z_k = \sum_j v_{kj} h_j$ (biases are the weights on the constant 1), and the loss is
+# the squared error $L = \sum_k (o_k - t_k)^2$ against the targets $t_k$. The chain rule
+# gives, using $\sigma' = \sigma (1 - \sigma)$:
 #
 # * output deltas $\delta_k = \partial L / \partial z_k = 2 (o_k - t_k)\, o_k (1 - o_k)$;
 # * output weights $\partial L / \partial v_{kj} = \delta_k h_j$;
@@ -234,29 +239,77 @@ def fizzbuzz_predictions(network):
     return {n: argmax(feed_forward(network, fb.binary_encode(n))[-1]) for n in fb.TEST_RANGE}
 
 
-def fizzbuzz_accuracy(network):
-    said = fizzbuzz_predictions(network)
+def accuracy_of(said):
     return sum(k == fb.fizzbuzz_class(n) for n, k in said.items()) / len(said)
 
 
 random.seed(0)
 network = random_network([10, 25, 4])
-history = []
+history = []  # per epoch: SSE, accuracy on 1-100, how many of 1-100 it calls a plain number
 bar = trange(FIZZ_EPOCHS, desc="FizzBuzz")
 for _ in bar:
     epoch_loss = 0.0
     for x, y in zip(xs, ys, strict=True):
         epoch_loss += sse(network, x, y)
         network = gradient_step(network, sqerror_gradients(network, x, y), lr=0.5)
-    history.append((epoch_loss, fizzbuzz_accuracy(network)))
+    said = fizzbuzz_predictions(network)
+    history.append((epoch_loss, accuracy_of(said), list(said.values()).count(0)))
     bar.set_postfix(sse=f"{epoch_loss:.1f}", test=f"{history[-1][1]:.0%}")
 
-fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3))
-ax_loss.plot([loss for loss, _ in history])
-ax_loss.set(title="summed squared error on 101-1023", xlabel="epoch")
-ax_acc.plot([acc for _, acc in history])
-ax_acc.set(title="accuracy on 1-100", xlabel="epoch")
+PLAIN = sum(fb.fizzbuzz_class(n) == 0 for n in fb.TEST_RANGE)
+style = "o-" if len(history) < 50 else "-"
+fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.4))
+ax_loss.plot(range(1, len(history) + 1), [loss for loss, *_ in history], style)
+ax_loss.set(title="summed squared error on 101-1023", xlabel="epoch", ylabel="SSE")
+ax_acc.plot(range(1, len(history) + 1), [acc for _, acc, _ in history], style, label="network")
+ax_acc.axhline(PLAIN / 100, color="k", ls=":", label=f"always 'number': {PLAIN} %")
+ax_acc.set(title="accuracy on 1-100", xlabel="epoch", ylabel="fraction right", ylim=(0, 1))
+ax_acc.legend(loc="upper left")
+fig.tight_layout()
 plt.show()
+
+# %% [markdown]
+# **The long stretch at 53 %.** In full mode, from about epoch 10 to epoch 130 the
+# accuracy sits at 53 % or just below (smoke mode stops before). 53 is the number of
+# plain numbers in 1-100: of the 100, 33 are multiples of 3 and 20 of 5, and the 6
+# multiples of 15 were counted twice, so $100 - 33 - 20 + 6 = 53$ are neither. On that
+# stretch the network says "number" for every one of 1-100.
+#
+# The cheapest way to lower the squared error is to ignore the input: output, for every
+# number, about how often each class occurs (in the training range too, about 53 %
+# numbers, 27 % fizz, 13 % buzz and 7 % fizzbuzz). The output biases alone can learn
+# that, and then "number" wins every argmax. Telling the classes apart is much harder,
+# because divisibility by 3 or 5 depends on all the binary digits at once: no single
+# digit is correlated with it (the remainder of $n$ modulo 3, for instance, is the
+# alternating sum of its bits modulo 3). The hidden layer needs many epochs to build
+# features for that; only then does the accuracy climb off the plateau.
+
+# %%
+train_shares = [
+    sum(fb.fizzbuzz_class(n) == k for n in fb.TRAIN_RANGE) / len(fb.TRAIN_RANGE) for k in range(4)
+]
+print(
+    f"plain numbers in 1-100: {PLAIN}; class shares in 101-1023:",
+    ", ".join(f"{label} {share:.0%}" for label, share in zip(fb.LABELS, train_shares, strict=True)),
+)
+on_plateau = [epoch for epoch, (_, acc, _) in enumerate(history, start=1) if acc == PLAIN / 100]
+if on_plateau:
+    print(f"epochs at {PLAIN} %: {len(on_plateau)}, from epoch {on_plateau[0]} to {on_plateau[-1]}")
+assert PLAIN == 100 - 33 - 20 + 6 == 53
+assert all(n % 3 and n % 5 for n in fb.TEST_RANGE if fb.fizzbuzz_class(n) == 0)
+assert max(range(4), key=train_shares.__getitem__) == 0  # "number" is the commonest class
+correlations = [  # of one binary digit with divisibility by 3 and by 5, over 0-1023
+    abs(
+        statistics.correlation([n >> b & 1 for n in range(1024)], [n % d == 0 for n in range(1024)])
+    )
+    for b in range(fb.BITS)
+    for d in (3, 5)
+]
+print(f"largest correlation of a single digit with divisibility by 3 or 5: {max(correlations):.4f}")
+assert max(correlations) < 0.01
+if not SMOKE:
+    assert len(on_plateau) >= 50
+    assert all(said_number == 100 for _, acc, said_number in history if acc == PLAIN / 100)
 
 # %%
 predicted = fizzbuzz_predictions(network)
@@ -285,3 +338,104 @@ if not SMOKE:
 # `sqerror_gradients`, `gradient_step`, `random_network`) and `fizzbuzz` (`binary_encode`,
 # `fizz_buzz_encode`, `fizzbuzz_class`, `dataset`, `say`). Chapter 19 rebuilds all of this
 # as layers, losses and optimizers.
+
+# %% [markdown]
+# ## Exercises
+#
+# **1. XOR from NAND gates.** NAND ("not and") fires unless both inputs are 1. Choose a
+# perceptron's weights and bias for NAND, then build XOR from four NAND perceptrons:
+# with $n = \text{NAND}(a, b)$, $\text{XOR}(a, b) = \text{NAND}\big(\text{NAND}(a, n),
+# \text{NAND}(b, n)\big)$. Check both truth tables.
+
+# %% tags=["solution"]
+# NAND is NOT AND: negate AND's weights and bias (-2, -2 and +3): the sums 3, 1, 1, -1
+# are >= 0 except for (1, 1).
+NAND = ([-2.0, -2.0], 3.0)
+
+
+def nand(a, b):
+    return perceptron_output(*NAND, [a, b])
+
+
+def xor_from_nands(a, b):
+    n = nand(a, b)
+    return nand(nand(a, n), nand(b, n))
+
+
+assert [nand(*x) for x in GATE_INPUTS] == [1, 1, 1, 0]
+assert [xor_from_nands(*x) for x in GATE_INPUTS] == [0, 1, 1, 0]
+print(
+    "NAND",
+    [nand(*x) for x in GATE_INPUTS],
+    "| XOR from four NANDs",
+    [xor_from_nands(*x) for x in GATE_INPUTS],
+)
+
+# %% [markdown]
+# **2. The book's half-SSE gradient.** Write the book's version of `sqerror_gradients`,
+# which leaves out the factor 2 of the output deltas. Show that it returns exactly half of
+# ours for every weight of the random 2-3-2 network of 18.3, and that central
+# differences of *half* the SSE agree with it.
+
+
+# %% tags=["solution"]
+def half_sse_gradients(network, x, target):
+    """Backpropagation of (1/2) sum (o - t)^2: output deltas (o - t) o (1 - o)."""
+    outputs = feed_forward(network, x)
+    inputs = [x, *outputs[:-1]]
+    deltas = [(o - t) * o * (1 - o) for o, t in zip(outputs[-1], target, strict=True)]
+    grads = []
+    for depth in reversed(range(len(network))):
+        grads.append([[d * v for v in [*inputs[depth], 1.0]] for d in deltas])
+        if depth:
+            deltas = [
+                h
+                * (1 - h)
+                * sum(d * neuron[i] for d, neuron in zip(deltas, network[depth], strict=True))
+                for i, h in enumerate(inputs[depth])
+            ]
+    return grads[::-1]
+
+
+half, full = half_sse_gradients(check_net, x_check, t_check), analytic
+worst_ratio, worst_numeric = 0.0, 0.0
+for layer, half_layer, full_layer in zip(check_net, half, full, strict=True):
+    for neuron, half_neuron, full_neuron in zip(layer, half_layer, full_layer, strict=True):
+        for i, w in enumerate(neuron):
+            worst_ratio = max(worst_ratio, abs(2 * half_neuron[i] - full_neuron[i]))
+            neuron[i] = w + h
+            up = sse(check_net, x_check, t_check) / 2
+            neuron[i] = w - h
+            down = sse(check_net, x_check, t_check) / 2
+            neuron[i] = w
+            worst_numeric = max(worst_numeric, abs((up - down) / (2 * h) - half_neuron[i]))
+print(f"|2 * book - ours| <= {worst_ratio:.1e}; book vs differences of SSE/2: {worst_numeric:.1e}")
+assert worst_ratio < 1e-15 and worst_numeric < 1e-8
+
+# %% [markdown]
+# **3. How the classes share 1-100, and what guessing earns.** Count how many of 1-100
+# (the test numbers) and of 101-1023 (the training numbers) fall in each FizzBuzz class,
+# using inclusion-exclusion ($\lfloor N/3 \rfloor$ multiples of 3 up to $N$, and so on)
+# rather than `fizzbuzz_class`, and check your counts against it. What accuracy does a
+# network earn on 1-100 that always says the commonest training class?
+
+
+# %% tags=["solution"]
+def class_counts(first, last):
+    """(number, fizz, buzz, fizzbuzz) counts for first..last by inclusion-exclusion."""
+
+    def up_to(n):
+        by3, by5, by15 = n // 3, n // 5, n // 15
+        return (n - by3 - by5 + by15, by3 - by15, by5 - by15, by15)
+
+    return tuple(a - b for a, b in zip(up_to(last), up_to(first - 1), strict=True))
+
+
+for first, last in [(1, 100), (101, 1023)]:
+    counted = class_counts(first, last)
+    direct = tuple(sum(fb.fizzbuzz_class(n) == k for n in range(first, last + 1)) for k in range(4))
+    print(f"{first}-{last}: number, fizz, buzz, fizzbuzz = {counted}")
+    assert counted == direct
+assert class_counts(1, 100) == (53, 27, 14, 6)
+commonest = max(range(4), key=class_counts(101, 1023).__getitem__)
+assert commonest == 0 and class_counts(1, 100)[commonest] / 100 == 0.53 == PLAIN / 100
