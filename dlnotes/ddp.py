@@ -27,6 +27,7 @@ import gc
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,6 +45,11 @@ from dlnotes import env, toy
 from dlnotes.errors import DlnotesError, InputError
 
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+# "FileExistsError: [Errno 17] ...", "torch.distributed.DistBackendError: ...": the last
+# line of a Python traceback (possibly prefixed by torchrun's "[rank0]:").
+_EXCEPTION_LINE = re.compile(
+    r"^(?:\[rank\d+\]:\s*)?(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception):"
+)
 
 
 @dataclass
@@ -208,6 +214,14 @@ def launch(
     if nproc < 1:
         raise InputError(f"nproc must be at least 1, got {nproc}")
     env.device(device)
+    if out_dir is not None:
+        try:  # here, not in every worker, so that a bad folder is one clear error
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(
+                f"cannot use out_dir={str(out_dir)!r} for the results: {exc.strerror or exc}"
+                + (" (it is a file, not a folder)" if Path(out_dir).is_file() else "")
+            ) from None
     with tempfile.TemporaryDirectory(prefix="dlnotes-ddp-") as scratch:
         out = Path(out_dir) if out_dir is not None else Path(scratch)
         command = [
@@ -258,6 +272,15 @@ def _run(command: list[str], child_env: dict[str, str], timeout: float) -> None:
         ]
         if errors:
             raise DlnotesError(f"a DDP worker failed: {errors[0]}")
+        # Otherwise the cause is the exception line of a worker's traceback, above the
+        # launcher's own summary.
+        causes = [
+            line.strip()
+            for line in output.splitlines()
+            if _EXCEPTION_LINE.match(line) and "ChildFailedError" not in line
+        ]
+        if causes:
+            raise DlnotesError(f"the DDP job failed (exit code {proc.returncode}): {causes[0]}")
         tail = "\n".join(output.splitlines()[-20:])
         raise DlnotesError(
             f"the DDP job failed (exit code {proc.returncode}); its last output:\n{tail}"

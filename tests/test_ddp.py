@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,29 @@ def test_bad_arguments_fail_before_starting_processes(monkeypatch: pytest.Monkey
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(InputError, match="started by torchrun.*ddp.launch"):
         ddp.train()
+
+
+def test_out_dir_that_is_a_file_fails_before_starting_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Defect 17: every worker failed to write there, and the error was "the DDP job failed
+    # (exit code 1)" with twenty lines of torchrun's output and not the cause.
+    blocker = tmp_path / "results"
+    blocker.write_text("a file")
+    monkeypatch.setattr(ddp.subprocess, "Popen", None)  # any start of a process would fail
+    with pytest.raises(InputError, match="cannot use out_dir=.*results.*it is a file"):
+        ddp.launch(nproc=1, num_epochs=1, device="cpu", out_dir=blocker)
+
+
+def test_a_worker_crash_is_reported_by_its_exception_line(tmp_path: Path) -> None:
+    worker = tmp_path / "worker.py"
+    worker.write_text("raise FileExistsError(17, 'File exists', '/somewhere/rank0.pt')\n")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        "--local-addr=127.0.0.1", "--nproc-per-node=1", str(worker),
+    ]  # fmt: skip
+    with pytest.raises(DlnotesError) as info:
+        ddp._run(command, {"OMP_NUM_THREADS": "1", **os.environ}, timeout=120)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "FileExistsError: [Errno 17] File exists: '/somewhere/rank0.pt'" in message
