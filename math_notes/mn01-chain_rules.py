@@ -10,9 +10,8 @@
 # We build up, one idea per section, and check every result numerically:
 #
 # 1. the derivative as the best linear approximation;
-# 2. the ordinary chain rule: motivated (rates multiply) and proved;
-#
-#    *primer*: vectors, matrices and lengths;
+# 2. the ordinary chain rule: motivated (rates multiply) and proved; then a primer on
+#    vectors, matrices and lengths;
 # 3. partial derivatives and the gradient;
 # 4. the Jacobian matrix;
 # 5. the multivariable chain rule: a product of Jacobians;
@@ -548,11 +547,13 @@ print("d loss / dx =", from_left.round(6), "(both orders and central differences
 #   relative to the step.
 # * Chain rule: rates multiply, $(f \circ g)' = f'(g)\,g'$; the proof uses the "error slope"
 #   $\eta(k)$ to avoid dividing by $\Delta u$.
+# * Vectors are columns; $u^\top v$ is the dot product, $\|v\| = \sqrt{v^\top v}$ the length,
+#   $|u^\top v| \le \|u\|\,\|v\|$ (Cauchy-Schwarz), hence $\|A v\| \le \|A\|\,\|v\|$.
 # * Many variables: the gradient collects the partials, $f(x+h) \approx f(x) + \nabla f^\top h$;
 #   the Jacobian stacks the gradients of several outputs as rows, $f(x+h) \approx f(x) + J h$.
 #   Affine maps have $J = W$; elementwise functions have $J = \operatorname{diag}(\sigma')$.
 # * Multivariable chain rule: $J_{f \circ g} = J_f\,J_g$, i.e. sum over paths of products
-#   of rates.
+#   of rates (the hiker climbs at $4 \cdot 2 + 2 \cdot 2 = 12$: east path plus north path).
 # * A loss gradient through a chain is a row vector times Jacobians; evaluated from the
 #   left it needs only vector-matrix products.
 #
