@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from dlnotes import data, env
-from dlnotes.checkpoint import load_checkpoint, save_checkpoint
+from dlnotes.base import load_base
+from dlnotes.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dlnotes.errors import DataError
 from dlnotes.generate import generate, sample_next
 from dlnotes.gpt import GPT, GPTConfig
@@ -211,7 +212,12 @@ if not SMOKE and DEVICE.type == "cpu" and amp_dtype(DEVICE) is None:
 # drift a little but stay in the same band.
 
 # %%
-plot_losses(history, tokens_per_epoch=train_tokens)
+ax = plot_losses(history, tokens_per_epoch=train_tokens)
+for line in ax.lines:  # a marker per evaluation (smoke mode has only two)
+    line.set_marker("o")
+ax.set_title("Pretraining on The Verdict", pad=14)  # clear of the epochs axis on top
+ax.figure.tight_layout()
+ax.figure.subplots_adjust(top=0.78)
 plt.show()
 
 # %% [markdown]
@@ -258,7 +264,7 @@ fig, ax = plt.subplots(figsize=(6, 3))
 for i, (t, p) in enumerate(zip(temperatures, scaled, strict=True)):
     ax.bar(torch.arange(len(vocab)) + (i - 1) * 0.25, p, 0.25, label=f"temperature {t}")
 ax.set_xticks(range(len(vocab)), vocab, rotation=90)
-ax.set_ylabel("probability")
+ax.set(xlabel="next token", ylabel="probability", title="Softmax with temperature")
 ax.legend()
 fig.tight_layout()
 plt.show()
@@ -377,3 +383,177 @@ if gpt2 is not None:
 # (`make_optimizer`, `train`, `History`), `dlnotes.checkpoint` (`save_checkpoint`,
 # `load_checkpoint`), `dlnotes.pretrained` (`load_gpt2`, `fetch_weights`), `dlnotes.plots`
 # (`plot_losses`, `plot_lr`).
+
+# %% [markdown]
+# ## Exercises
+#
+# **5.1 — How often is "pizza" drawn?** Sample the next word of the nine-word toy
+# vocabulary 1,000 times at each of the temperatures 1, 0.1 and 5 (one draw at a time,
+# seed 123, as in 5.3.1) and count "pizza". Check each count against what its
+# probability predicts: $1000\,p$, give or take a few standard deviations
+# $\sqrt{1000\,p(1-p)}$.
+
+# %% tags=["solution"]
+pizza = vocab.index("pizza")
+for t in temperatures:
+    p = torch.softmax(next_logits / t, dim=0)
+    torch.manual_seed(123)
+    n = sum(torch.multinomial(p, num_samples=1).item() == pizza for _ in range(1_000))
+    expected, sd = 1_000 * p[pizza].item(), math.sqrt(1_000 * p[pizza].item() * (1 - p[pizza]))
+    print(f"temperature {t}: pizza {n} times in 1,000 (probability {p[pizza]:.2%})")
+    assert abs(n - expected) <= 4 * sd + 1
+    assert t != 0.1 or n == 0  # at 0.1 its probability is below 1e-30
+
+# %% [markdown]
+# **5.2 — Other settings.** Draw 2,000 samples from the toy logits with `sample_next` for
+# a few (temperature, top-k) pairs: (0.5, all), (1, 3), (5, 3), (5, all), (2, 1). Check
+# that top-k never leaves the k best words, that k = 1 is greedy whatever the
+# temperature, and that the frequencies match the softmax of the kept logits divided by
+# the temperature. Which settings would you pick for varied but sensible text?
+
+# %% tags=["solution"]
+best = torch.argsort(next_logits, descending=True)
+for t, k in ((0.5, None), (1.0, 3), (5.0, 3), (5.0, None), (2.0, 1)):
+    gen = torch.Generator().manual_seed(123)
+    picks = sample_next(next_logits.expand(2_000, -1), temperature=t, top_k=k, generator=gen)
+    kept = next_logits.clone()
+    if k is not None:
+        kept[best[k:]] = -torch.inf
+    predicted = torch.softmax(kept / t, dim=0)
+    freq = torch.bincount(picks, minlength=len(vocab)) / 2_000
+    print(f"T={t}, top_k={k}: " + ", ".join(f"{vocab[i]} {freq[i]:.2f}" for i in best[:4]))
+    assert set(picks.tolist()) <= set(best[: k or len(vocab)].tolist())
+    assert torch.allclose(freq, predicted, atol=0.04)  # 4 standard deviations at most
+    if k == 1:
+        assert (picks == next_logits.argmax()).all()
+
+# %% [markdown]
+# A low temperature or a small k stays close to greedy (safe, repetitive); a high
+# temperature with a moderate k (say 1.4 and 25, as in 5.3.3) varies the text while
+# never picking from the long tail of nonsense.
+#
+# **5.3 — Deterministic decoding, two ways.** Make `generate` give the same text on
+# every run: once without any randomness at all, and once while still sampling.
+
+# %% tags=["solution"]
+prompt = text_to_ids("Every effort moves you", tokenizer).to(DEVICE)
+greedy = generate(model, prompt, 10)
+# 1. no randomness: temperature 0 (greedy), or top_k=1 at any temperature
+assert torch.equal(generate(model, prompt, 10, temperature=2.0, top_k=1), greedy)
+# 2. sampling from a generator with a fixed seed: the same draws on every run
+runs = [
+    generate(model, prompt, 10, temperature=1.4, top_k=25, generator=gen)
+    for gen in (torch.Generator(device=DEVICE).manual_seed(7) for _ in range(2))
+]
+print(ids_to_text(greedy, tokenizer), "|", ids_to_text(runs[0], tokenizer), sep="\n")
+assert torch.equal(runs[0], runs[1])
+
+# %% [markdown]
+# **5.4 — Continue pretraining from the checkpoint.** Load the file saved in 5.4 into a
+# fresh model and optimizer and train a few more steps. Show that this continues the
+# run exactly: the same steps taken by the model still in memory, with its own
+# optimizer, give the same losses and weights (start both from the same random state,
+# which decides batch order and dropout). What changes if you restore only the model's
+# weights and start a new optimizer?
+
+# %% tags=["solution"]
+more_steps = env.choose(full=3, smoke=1)
+
+
+def continue_training(net: GPT, opt: torch.optim.Optimizer) -> list[float]:
+    set_rng_state(start_state)  # the same batches and dropout masks for every run
+    run = train(net, train_loader, val_loader, opt, max_steps=more_steps, eval_batches=1)
+    return run.step_loss
+
+
+resumed = GPT(CFG).to(DEVICE)
+resumed_opt = make_optimizer(resumed, lr=4e-4, weight_decay=0.1)
+load_checkpoint(path, resumed, resumed_opt)
+adam_steps = resumed_opt.state_dict()["state"][0]["step"].item()
+start_state = rng_state()
+losses_resumed = continue_training(resumed, resumed_opt)
+losses_memory = continue_training(model, optimizer)  # the run that was saved, kept in memory
+fresh = GPT(CFG).to(DEVICE)
+load_checkpoint(path, fresh)  # weights only: the optimizer starts from scratch
+losses_fresh = continue_training(fresh, make_optimizer(fresh, lr=4e-4, weight_decay=0.1))
+print(f"resumed {losses_resumed}\nin memory {losses_memory}\nnew optimizer {losses_fresh}")
+
+
+def largest_gap(a: GPT, b: GPT) -> float:
+    pairs = zip(a.parameters(), b.parameters(), strict=True)
+    return max((p - q).abs().max().item() for p, q in pairs)
+
+
+assert resumed_opt.state_dict()["state"][0]["step"].item() == adam_steps + more_steps
+assert torch.allclose(torch.tensor(losses_resumed), torch.tensor(losses_memory), atol=1e-3)
+assert largest_gap(resumed, model) < 1e-3 * largest_gap(resumed, fresh)
+
+# %% [markdown]
+# A new AdamW starts with empty running averages, so its first updates have a
+# different size and the run leaves the saved one's path: a checkpoint for resuming
+# must hold the optimizer too.
+#
+# **5.5 — A pretrained model on The Verdict.** Compute the training and validation loss
+# of a pretrained model on this chapter's split of the story. The book gets 3.755 and
+# 3.560 with GPT-2 124M. Use the base this machine has (`dlnotes.base.load_base`:
+# GPT-2 where it can be downloaded, otherwise SmolLM2-135M; smoke mode uses a random
+# tiny model). Losses of models with other tokenizers are not directly comparable:
+# their tokens are different units of text.
+
+# %% tags=["solution"]
+try:
+    base = load_base(device=DEVICE)
+except (DataError, ImportError) as exc:
+    print(f"no pretrained base here ({exc}); using the random tiny model instead")
+    base = load_base("tiny", device=DEVICE)
+window = min(256, base.context_length)
+base_args = dict(batch_size=2, max_length=window, stride=window, shuffle=False)
+# the same 90 % / 10 % split of the characters, in the base's own tokens
+base_train = create_dataloader(base.tokenizer.encode(text[:split]), **base_args)
+base_val = create_dataloader(base.tokenizer.encode(text[split:]), drop_last=False, **base_args)
+with torch.no_grad():
+    base_losses = (
+        loader_loss(base.model, base_train, n_batches),  # smoke mode: only 2 batches
+        loader_loss(base.model, base_val),
+    )
+print(f"{base!r}\ntrain loss {base_losses[0]:.3f}, val loss {base_losses[1]:.3f}")
+print("the book, GPT-2 124M: train loss 3.755, val loss 3.560")
+if base.name == "gpt2-124M":
+    assert abs(base_losses[0] - 3.755) < 0.02 and abs(base_losses[1] - 3.560) < 0.02
+elif base.pretrained:
+    assert max(base_losses) < 6.0  # far below a random model's log(vocabulary)
+else:
+    assert abs(base_losses[1] - math.log(base.model.cfg.vocab_size)) < 0.5
+
+# %% [markdown]
+# **5.6 — Larger models.** How large are GPT-2 medium, large and XL, as released (biased
+# query/key/value projections, output head tied to the token embedding), and how much
+# memory do their float32 weights need? Where the weights can be downloaded (full mode
+# only: 1.4 GB for medium), compute medium's losses on the story as in 5.5 and compare
+# them with 124M's, and compare the texts both write from the same prompt.
+
+# %% tags=["solution"]
+released = {
+    "124M": 124_439_808,
+    "355M": 354_823_168,
+    "774M": 774_030_080,
+    "1558M": 1_557_611_200,
+}
+for size, n_released in released.items():
+    with torch.device("meta"):  # shapes only
+        n = GPT(GPTConfig.gpt2(size)).num_parameters()
+    print(f"GPT-2 {size:>5}: {n:>13,} parameters, {n * 4 / 1e9:.1f} GB in float32")
+    assert n == n_released
+medium = None
+if not SMOKE:
+    try:
+        medium = load_gpt2("355M").to(DEVICE)
+    except DataError as exc:
+        print(f"(GPT-2 355M is not available here: {exc})")
+if medium is not None:
+    with torch.no_grad():
+        medium_losses = (loader_loss(medium, train_loader), loader_loss(medium, val_loader))
+    print(f"GPT-2 355M: train loss {medium_losses[0]:.3f}, val loss {medium_losses[1]:.3f}")
+    torch.manual_seed(123)
+    print(ids_to_text(generate(medium, prompt, 25, temperature=1.5, top_k=50), tokenizer))
+    assert max(medium_losses) < 4.5
