@@ -438,8 +438,9 @@ def model_from_state_dict(
 
 def config_from_hf(config: Mapping[str, Any]) -> LlamaConfig:
     """Our config for a Hugging Face ``LlamaConfig`` (as a dict, e.g. ``config.to_dict()``)."""
-    scaling = config.get("rope_scaling") or {}
-    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    # transformers 5 keeps RoPE's settings in rope_parameters, earlier ones in rope_scaling
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    kind = rope.get("rope_type", rope.get("type", "default"))
     if kind != "default":
         raise CheckpointError(f"RoPE scaling {kind!r} is not supported (plain RoPE only)")
     if config.get("attention_bias") or config.get("mlp_bias"):
@@ -447,7 +448,7 @@ def config_from_hf(config: Mapping[str, Any]) -> LlamaConfig:
     heads = config["num_attention_heads"]
     if config.get("head_dim") not in (None, config["hidden_size"] // heads):
         raise CheckpointError("a head size other than hidden_size / num_attention_heads")
-    theta = config.get("rope_theta", (config.get("rope_parameters") or {}).get("rope_theta"))
+    theta = config.get("rope_theta", rope.get("rope_theta"))
     return LlamaConfig(
         vocab_size=config["vocab_size"],
         context_length=config["max_position_embeddings"],
@@ -548,13 +549,14 @@ def config_from_gguf(reader: Any, source: object = "the GGUF file") -> LlamaConf
     scaling = gguf_value(reader, "llama.rope.scaling.type", "none")
     if scaling not in ("none", "linear") or gguf_value(reader, "llama.rope.scaling.factor", 1) != 1:
         raise DataError(f"{source} uses RoPE scaling {scaling!r}, which this model does not do")
-    tokens = gguf_value(reader, "tokenizer.ggml.tokens", [])
     heads = get("attention.head_count")
     emb = get("embedding_length")
-    names = {t.name for t in reader.tensors}
+    shapes = {t.name: [int(n) for n in t.shape] for t in reader.tensors}
+    # The vocabulary size is optional metadata; the embedding has one row per token.
+    rows = shapes.get("token_embd.weight", [0, None])[-1]
     try:
         cfg = LlamaConfig(
-            vocab_size=get("vocab_size", len(tokens) or None),
+            vocab_size=get("vocab_size", rows),
             context_length=get("context_length"),
             emb_dim=emb,
             n_heads=heads,
@@ -563,7 +565,7 @@ def config_from_gguf(reader: Any, source: object = "the GGUF file") -> LlamaConf
             hidden_dim=get("feed_forward_length"),
             rope_base=float(get("rope.freq_base", 10_000.0)),
             norm_eps=float(get("attention.layer_norm_rms_epsilon")),
-            tie_weights="output.weight" not in names,
+            tie_weights="output.weight" not in shapes,
         )
     except InputError as exc:
         raise DataError(f"{source} has an unusable configuration: {exc}") from None

@@ -142,24 +142,26 @@ def _blocks_of(weights: Tensor) -> Tensor:
 
 
 def quantize_q8_0(weights: Tensor) -> Tensor:
-    """Float weights (rows a multiple of 32 long) -> (n, 34) Q8_0 blocks, as ggml rounds:
-    ``d = max|w| / 127``, ``q = round(w / d)``."""
+    """Float weights (rows a multiple of 32 long) -> (n, 34) Q8_0 blocks, rounded as ggml
+    does: ``d = max|w| / 127``, ``q = round(w / d)`` (halves away from zero)."""
     w = _blocks_of(weights)
     d = w.abs().amax(dim=1, keepdim=True) / 127
     inv = torch.where(d > 0, 1 / d, torch.zeros_like(d))
-    q = torch.round(w * inv).clamp(-128, 127).to(torch.int8)
+    scaled = w * inv
+    a = scaled.abs()  # round half away from zero, written as ggml writes it
+    q = (torch.sign(scaled) * (a.floor() + (2 * (a - a.floor())).floor())).to(torch.int8)
     d16 = d.to(torch.float16).view(torch.uint8).reshape(-1, 2)
     return torch.cat([d16, q.view(torch.uint8)], dim=1)
 
 
 def quantize_q4_1(weights: Tensor) -> Tensor:
     """Float weights (rows a multiple of 32 long) -> (n, 20) Q4_1 blocks:
-    ``m = min w``, ``d = (max w - m) / 15``, ``q = round((w - m) / d)``."""
+    ``m = min w``, ``d = (max w - m) / 15``, ``q = round((w - m) / d)``, as ggml does."""
     w = _blocks_of(weights)
     lo, hi = w.amin(dim=1, keepdim=True), w.amax(dim=1, keepdim=True)
     d = (hi - lo) / 15
     inv = torch.where(d > 0, 1 / d, torch.zeros_like(d))
-    q = torch.round((w - lo) * inv).clamp(0, 15).to(torch.uint8)
+    q = torch.trunc((w - lo) * inv + 0.5).clamp(0, 15).to(torch.uint8)
     packed = q[:, : BLOCK // 2] | (q[:, BLOCK // 2 :] << 4)
     halves = [t.to(torch.float16).view(torch.uint8).reshape(-1, 2) for t in (d, lo)]
     return torch.cat([*halves, packed], dim=1)
