@@ -138,13 +138,15 @@ inputs, targets = next(iter(train_loader))
 batch_loss(model, inputs, targets).backward()
 largest = max(p.grad.abs().max().item() for p in model.parameters())
 before = grad_norm(model.parameters())
-torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=max_norm)
+total = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=max_norm).item()
 after = grad_norm(model.parameters())
 largest_after = max(p.grad.abs().max().item() for p in model.parameters())
 print(f"gradient norm {before:.3f} -> {after:.3f}")
 print(f"largest gradient entry {largest:.4f} -> {largest_after:.4f}")
-assert before > max_norm and math.isclose(after, max_norm, rel_tol=1e-4)
-assert math.isclose(largest_after, largest * max_norm / before, rel_tol=1e-3)  # all alike
+# Norms summed in float32 over the 163 M gradients of the full model round by a few
+# tenths of a percent; the scaling itself is exact: every entry times max_norm / total.
+assert before > max_norm and math.isclose(after, max_norm, rel_tol=1e-2)
+assert math.isclose(largest_after, largest * max_norm / (total + 1e-6), rel_tol=1e-5)
 
 # %% [markdown]
 # ## D.4 The modified training function
@@ -277,19 +279,26 @@ torch.manual_seed(123)
 model = GPT(CFG).to(DEVICE)
 inputs, targets = next(iter(val_loader))
 batch_loss(model, inputs, targets).backward()
-by_hand = math.sqrt(sum((p.grad.double() ** 2).sum().item() for p in model.parameters()))
+
+
+def norm_by_hand(parameters) -> float:
+    """sqrt of the sum of all squared gradient entries, summed in float64."""
+    return math.sqrt(sum((p.grad.double() ** 2).sum().item() for p in parameters))
+
+
+by_hand = norm_by_hand(model.parameters())
 saved = [p.grad.clone() for p in model.parameters()]
 library = grad_norm(model.parameters())
 returned = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=max_norm).item()
 print(f"norm by hand {by_hand:.5f}, grad_norm {library:.5f}, clip_grad_norm_ {returned:.5f}")
-# float32 sums of three million squares agree with float64 to about four digits
-assert math.isclose(by_hand, library, rel_tol=1e-3)
-assert math.isclose(library, returned, rel_tol=1e-5)
-assert by_hand > max_norm
+# PyTorch sums the squares in float32, which rounds: at the 4th digit for the smoke
+# model's 3 million gradients, by a few tenths of a percent for the full model's 163 M
+assert math.isclose(by_hand, library, rel_tol=1e-2)
+assert math.isclose(by_hand, returned, rel_tol=1e-2) and by_hand > max_norm
 scale = max_norm / (returned + 1e-6)  # PyTorch's own guard against dividing by zero
 for p, g in zip(model.parameters(), saved, strict=True):
-    torch.testing.assert_close(p.grad, g * scale, rtol=1e-4, atol=1e-9)
-assert math.isclose(grad_norm(model.parameters()), max_norm, rel_tol=1e-4)
+    torch.testing.assert_close(p.grad, g * scale, rtol=1e-5, atol=1e-12)
+assert math.isclose(norm_by_hand(model.parameters()), by_hand * scale, rel_tol=1e-6)
 unchanged = [p.grad.clone() for p in model.parameters()]
 torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10 * max_norm)  # below the limit
 assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), unchanged, strict=True))
