@@ -11,7 +11,9 @@ ids may part from float32 ones after a near tie; the float32 ones must equal HF'
     python benchmarks/generate.py            # 200 new tokens
     python benchmarks/generate.py --quick    # 30 new tokens (also with DLNOTES_SMOKE=1)
 
-Targets (issue 6): ours cached >= 5x ours uncached, >= 1.0x HF cached; bfloat16 >= 1.5x HF.
+Targets: ours cached >= 5x ours uncached, >= 1.0x HF cached; bfloat16 >= 1.5x HF; and
+against the memory-bandwidth bound (`dlnotes.roofline`: weight bytes per token over the
+measured read bandwidth) a roofline fraction >= 0.8.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Callable
 import torch
 import transformers
 
-from dlnotes import env
+from dlnotes import env, roofline
 from dlnotes.cpu_inference import cpu_bfloat16
 from dlnotes.generate import generate
 from dlnotes.gpt2_weights import config_from_hf, convert_hf_state_dict, model_from_state_dict
@@ -95,6 +97,14 @@ def main() -> None:
     print(f"{'variant':<28}{'tokens/s':>9}{'vs HF':>8}{'vs uncached':>13}")
     for name, rate in rates.items():
         print(f"{name:<28}{rate:>9.1f}{rate / hf_rate:>7.2f}x{rate / uncached:>12.2f}x")
+    bandwidth = roofline.read_bandwidth()
+    for name, like in (("ours cached", ours), ("ours cached, bf16 .to()", ours_bf16)):
+        bound = roofline.decode_bound(like, bandwidth)
+        print(
+            f"bound for {name}: {roofline.weight_bytes_per_token(like) / 1e6:.0f} MB of weights "
+            f"per token at {bandwidth / 1e9:.1f} GB/s = {bound:.1f} tokens/s; "
+            + roofline.fraction_line(rates[name], bound)
+        )
     reference = hf_generate()
     same = {name: torch.equal(runs[name](), reference) for name in list(runs)[1:]}
     print("same ids as HF:", ", ".join(f"{name}: {ok}" for name, ok in same.items()))

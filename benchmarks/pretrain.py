@@ -9,7 +9,9 @@ weight decay 0.1, from the same initial weights) on the same batches of *The Ver
   AdamW, SDPA attention, losses kept on the device), optionally `torch.compile`d.
 
 The first step of each is a warm-up and not timed. Prints both loss curves, the
-tokens/s and the ratio.
+tokens/s and the ratio, and the bound the same machine sets: every matrix product of a
+step timed alone at its real shape and dtype (`dlnotes.roofline`), added up, as tokens/s;
+``roofline fraction`` is ours over that bound.
 
     python benchmarks/pretrain.py            # 30 timed steps each (several minutes on CPU)
     python benchmarks/pretrain.py --quick    # tiny model, a few steps (also DLNOTES_SMOKE=1)
@@ -25,10 +27,10 @@ import time
 
 import torch
 
-from dlnotes import data, env
+from dlnotes import data, env, roofline
 from dlnotes.gpt import GPT, GPTConfig
 from dlnotes.loader import create_dataloader
-from dlnotes.losses import batch_loss
+from dlnotes.losses import amp_dtype, batch_loss
 from dlnotes.train import make_optimizer, train
 
 
@@ -102,6 +104,16 @@ def main() -> None:
         rate = tokens / seconds
         tail = statistics.mean(losses[-5:])
         print(f"{name:>15}: {rate:8.1f} tokens/s  x{rate / base:4.2f}  last-5 mean loss {tail:.3f}")
+    shapes = roofline.training_matmuls(fresh_model(cfg, device, True), 2, cfg.context_length)
+    dtype = amp_dtype(device) or torch.float32
+    bound_s = roofline.matmul_seconds(shapes, device, dtype)
+    bound = 2 * cfg.context_length / bound_s
+    gflop = roofline.flops(shapes) / 1e9
+    print(
+        f"bound: the step's matrix products alone, {gflop:.0f} GFLOP in {bound_s:.2f} s "
+        f"({gflop / bound_s:.0f} GFLOP/s, {dtype}) = {bound:.1f} tokens/s"
+    )
+    print(roofline.fraction_line(tokens / results["ours"][0], bound))
     print("loss per step:")
     for name, (_, losses) in results.items():
         print(f"{name:>15}: " + " ".join(f"{v:.2f}" for v in losses))

@@ -1,0 +1,127 @@
+"""What the machine allows: measured bounds that the benchmarks compare their speed with.
+
+Speeds on shared, noisy machines mean little alone; a fraction of what the same
+machine does at its limit, measured in the same run, travels between machines.
+
+* Decoding one token at batch size 1 reads every weight once and does ~2 FLOPs with
+  each, so it is bound by memory: ``weight bytes per token / read bandwidth``.
+* A training step is bound by its matrix products: each one of the step is timed
+  alone, at its real shape and dtype, and their times are added up.
+
+Used by ``benchmarks/generate.py``, ``benchmarks/pretrain.py`` and ``benchmarks/llama.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+def best_time(
+    fn: Callable[[], object], repeats: int = 5, device: torch.device | None = None
+) -> float:
+    """The best wall time of `fn` over `repeats` runs after one warm-up (seconds)."""
+
+    def sync() -> None:
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    fn()
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def read_bandwidth(
+    nbytes: int = 1 << 29, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> float:
+    """Bytes per second the device reads a large tensor at (a sum over 512 MiB by default:
+    larger than any cache, like a model's weights)."""
+    device = torch.device(device)
+    x = torch.ones(
+        nbytes // torch.tensor([], dtype=dtype).element_size(), dtype=dtype, device=device
+    )
+    seconds = best_time(lambda: x.sum(), repeats=5, device=device)
+    return x.numel() * x.element_size() / seconds
+
+
+def weight_bytes_per_token(model: nn.Module) -> int:
+    """Bytes of weights one decoding step reads: every parameter once, except embedding
+    tables, of which only one row per token is read (a tied head reads its matrix once).
+    For an inference copy whose weights are not parameters (`dlnotes.cpu_inference`),
+    pass its plain twin of the same dtype."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    heads = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    total, seen = 0, set()
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        if id(p) in embeddings and id(p) not in heads:
+            total += p.shape[-1] * p.element_size()
+        else:
+            total += p.numel() * p.element_size()
+    return total
+
+
+def decode_bound(model: nn.Module, bandwidth: float) -> float:
+    """Tokens per second a batch-1 decoding step cannot beat at `bandwidth` bytes/s."""
+    return bandwidth / weight_bytes_per_token(model)
+
+
+def training_matmuls(model: nn.Module, batch: int, context: int) -> Counter[tuple[int, ...]]:
+    """The (batch, m, k, n) matrix products of one forward and backward pass of a GPT-like
+    model at `batch` x `context` tokens, counted: each trainable linear layer's forward
+    product and its two backward ones (input and weight gradients), and attention's two
+    batched products per layer (scores, weighted values) with two backward ones each."""
+    rows = batch * context
+    shapes: Counter[tuple[int, ...]] = Counter()
+    for m in model.modules():
+        if isinstance(m, nn.Linear) and m.weight.requires_grad:
+            k, n = m.in_features, m.out_features
+            shapes[(1, rows, k, n)] += 1  # y = x W^T
+            shapes[(1, rows, n, k)] += 1  # dx = dy W
+            shapes[(1, n, rows, k)] += 1  # dW = dy^T x
+    cfg = getattr(model, "cfg", None)
+    if cfg is not None:
+        heads, head = cfg.n_heads, cfg.emb_dim // cfg.n_heads
+        for shape in (
+            (batch * heads, context, head, context),
+            (batch * heads, context, context, head),
+        ):
+            shapes[shape] += 3 * cfg.n_layers
+    return shapes
+
+
+def flops(shapes: Counter[tuple[int, ...]]) -> int:
+    """Floating-point operations of the products in `shapes` (2 per multiply-add)."""
+    return sum(2 * b * m * k * n * count for (b, m, k, n), count in shapes.items())
+
+
+def matmul_seconds(
+    shapes: Counter[tuple[int, ...]],
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> float:
+    """Seconds the products in `shapes` take when each runs alone at its shape."""
+    device = torch.device(device)
+    total = 0.0
+    for (bt, m, k, n), count in shapes.items():
+        a = torch.randn(bt, m, k, device=device, dtype=dtype)
+        b = torch.randn(bt, k, n, device=device, dtype=dtype)
+        total += count * best_time(lambda a=a, b=b: torch.bmm(a, b), repeats=3, device=device)
+    return total
+
+
+def fraction_line(achieved: float, bound: float) -> str:
+    """The one line each benchmark prints: how close a measured rate is to its bound."""
+    return f"roofline fraction: {achieved / bound:.2f}"
