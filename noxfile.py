@@ -98,8 +98,14 @@ def check(session: nox.Session, device: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite (pytest arguments pass through: nox -s tests -- -k bpe)."""
+    """Run the test suite (pytest arguments pass through: nox -s tests -- -k bpe).
+
+    With DLNOTES_SITE_TEST=1 the site is built first and its browser test must run
+    (otherwise it is skipped where no site is built), as in .ci/run.
+    """
     _install(session, "test,site")
+    if os.environ.get("DLNOTES_SITE_TEST") == "1":
+        _build_site_once(session)
     session.run("pytest", *session.posargs)
 
 
@@ -120,9 +126,14 @@ def site_test(session: nox.Session) -> None:
             "apt-get install chromium chromium-driver"
         )
     _install(session, "test,site")
+    _build_site_once(session)
+    session.run("pytest", "tests/test_site.py", *session.posargs, env={"DLNOTES_SITE_TEST": "1"})
+
+
+def _build_site_once(session: nox.Session) -> None:
+    """Build the smoke-mode site for the browser test unless one is there already."""
     if not (ROOT / "build" / "site" / "index.html").is_file():
         session.run("python", "-m", "dlnotes.site")
-    session.run("pytest", "tests/test_site.py", *session.posargs, env={"DLNOTES_SITE_TEST": "1"})
 
 
 @nox.session
