@@ -180,3 +180,17 @@ def test_checkpoint_from_before_a_new_config_setting_still_loads(tmp_path, monke
     fresh = GPT(CFG)
     load_checkpoint(path, fresh)
     assert _same_state(fresh.state_dict(), model.state_dict())
+
+
+def test_rng_state_covers_a_loaders_own_generator():
+    """One RNG capture: the global generators and a DataLoader's, saved and restored together."""
+    gen = torch.Generator().manual_seed(5)
+    state = ckpt.rng_state([gen])
+    expected = (torch.rand(3), torch.randperm(10, generator=gen), random.random())
+    torch.rand(7), torch.randperm(10, generator=gen), random.random()  # move every generator on
+    ckpt.set_rng_state(state, [gen])
+    again = (torch.rand(3), torch.randperm(10, generator=gen), random.random())
+    assert torch.equal(again[0], expected[0]) and torch.equal(again[1], expected[1])
+    assert again[2] == expected[2]
+    with pytest.raises(CheckpointError, match="holds 1 generator.*but 0 were given"):
+        ckpt.set_rng_state(state)

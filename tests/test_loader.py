@@ -126,3 +126,36 @@ def test_index_out_of_range() -> None:
     with pytest.raises(IndexError):
         ds[2]
     assert ds[-2][0].tolist() == [0, 1, 2, 3]
+
+
+def test_text_helpers_default_to_our_gpt2_tokenizer(verdict: str, monkeypatch) -> None:
+    """No tiktoken needed: encode_text / text_to_ids use dlnotes' GPT2Tokenizer by default."""
+    import sys
+
+    from dlnotes.gpt2_tokenizer import tiktoken_gpt2
+    from dlnotes.loader import encode_text, ids_to_text, text_to_ids
+
+    reference = tiktoken_gpt2().encode(verdict[:2000])
+    monkeypatch.setitem(sys.modules, "tiktoken", None)  # any import of tiktoken now fails
+    assert encode_text(verdict[:2000]) == reference
+    assert text_to_ids(verdict[:2000])[0].tolist() == reference
+    assert ids_to_text(reference) == verdict[:2000]
+
+
+def test_text_to_ids_offline_without_files_is_one_line(tmp_path, monkeypatch) -> None:
+    from dlnotes.errors import DataError
+    from dlnotes.gpt2_tokenizer import GPT2Tokenizer
+    from dlnotes.loader import text_to_ids
+
+    def offline(*args, **kwargs):
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    monkeypatch.setenv("DLNOTES_DATA_DIR", str(tmp_path))
+    GPT2Tokenizer.pretrained.__func__.cache_clear()
+    try:
+        with pytest.raises(DataError, match="cannot download 'gpt2-encoder'") as info:
+            text_to_ids("Every effort moves you")
+    finally:
+        GPT2Tokenizer.pretrained.__func__.cache_clear()  # the next caller loads the real files
+    assert "\n" not in str(info.value)
