@@ -23,6 +23,7 @@
 # sizes are computed in both modes (on the meta device they cost nothing).
 
 # %%
+import dataclasses
 import math
 import time
 
@@ -248,12 +249,17 @@ assert torch.allclose(torch.tensor(plain), torch.tensor(book_plain), rtol=1e-4, 
 assert torch.allclose(torch.tensor(residual), torch.tensor(book_residual), rtol=1e-4, atol=0)
 
 # %%
-plt.figure(figsize=(5, 3))
-plt.semilogy(plain, "o-", label="without shortcuts")
-plt.semilogy(residual, "o-", label="with shortcuts")
-plt.xlabel("layer")
-plt.ylabel("mean |weight gradient|")
-plt.legend()
+fig, ax = plt.subplots(figsize=(5, 3.2))
+ax.semilogy(plain, "o-", label="without shortcuts")
+ax.semilogy(residual, "o-", label="with shortcuts")
+ax.set_xticks(range(len(plain)))  # whole layers only
+ax.set(
+    title="Gradients reaching each layer",
+    xlabel="layer (0 = nearest the input)",
+    ylabel="mean |weight gradient|",
+)
+ax.legend()
+fig.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -490,3 +496,91 @@ assert "".join(pieces) == tokenizer.decode(generate(model, ids, 8)[0, 4:].tolist
 # (greedy, `temperature`, `top_k`, `eos_id`, `use_cache`, `generator`), `stream`,
 # `sample_next`; `dlnotes.cpu_inference.cpu_bfloat16`. Chapter 5 trains this model and
 # loads OpenAI's weights into it with `dlnotes.gpt2_weights`.
+
+# %% [markdown]
+# ## Exercises
+#
+# **4.1 — Feed-forward against attention.** Count the parameters of one transformer
+# block's feed-forward module and of its attention module, first by formula in the
+# embedding size D (no query/key/value bias, as in the book's configuration), then in
+# code. Which is larger, and by how much, for each GPT-2 size?
+
+# %% tags=["solution"]
+per_block = {}
+for size in ("small", "medium", "large", "xl"):
+    cfg = GPTConfig.gpt2(size, qkv_bias=False)
+    d = cfg.emb_dim
+    attn_formula = 3 * d * d + (d * d + d)  # query, key, value; output projection with bias
+    mlp_formula = (d * 4 * d + 4 * d) + (4 * d * d + d)  # widen to 4D and back, with biases
+    with torch.device("meta"):
+        blk = TransformerBlock(cfg)
+    counted = (
+        sum(p.numel() for p in blk.attn.parameters()),
+        sum(p.numel() for p in blk.mlp.parameters()),
+    )
+    per_block[size] = counted
+    ratio = counted[1] / counted[0]
+    print(f"{size:>6} (D={d}): attention {counted[0]:,}, feed-forward {counted[1]:,}, {ratio:.4f}x")
+    assert counted == (attn_formula, mlp_formula)
+    assert math.isclose(ratio, 2 + 3 / (4 * d + 1))  # (8D² + 5D) / (4D² + D): just over 2
+assert per_block["small"] == (2_360_064, 4_722_432)  # the book's numbers
+
+# %% [markdown]
+# **4.2 — All sizes from one formula.** Write the total parameter count of the book's
+# GPT (separate output head, no qkv bias) as a formula in the vocabulary size V, the
+# context length T, the width D and the number of blocks L, and check it against the
+# counts above for small (163,009,536), medium, large and XL. How much memory does each
+# need in float32?
+
+
+# %% tags=["solution"]
+def gpt_parameters(v: int, t: int, d: int, n_layers: int) -> int:
+    per_block = (4 * d * d + d) + (8 * d * d + 5 * d) + 2 * (2 * d)  # attention, MLP, 2 norms
+    return v * d + t * d + n_layers * per_block + 2 * d + v * d  # + final norm and head
+
+
+sizes = {"small": (163_009_536, 124_412_160)} | book_counts
+for size, (untied, tied) in sizes.items():
+    cfg = GPTConfig.gpt2(size, qkv_bias=False, tie_weights=False)
+    n = gpt_parameters(cfg.vocab_size, cfg.context_length, cfg.emb_dim, cfg.n_layers)
+    print(f"{size:>6}: {n:,} parameters, {n * 4 / 1024**3:.2f} GB in float32")
+    assert n == untied and n - cfg.vocab_size * cfg.emb_dim == tied  # tying drops one V x D
+
+# %% [markdown]
+# **4.3 — Three dropout rates.** The model uses one `drop_rate` for the embeddings, the
+# attention weights and the shortcut branches. Build a GPT with a separate rate for
+# each, without changing the library: the attention rate can go through the
+# configuration, the other two dropout layers can be replaced after construction.
+# Check that the weights are those of an ordinary `GPT` with the same seed, that
+# evaluation mode ignores all three rates, and that the embedding rate is the fraction
+# of embedding outputs dropped in training mode. (A tiny model is enough.)
+
+
+# %% tags=["solution"]
+class GPTThreeDropouts(GPT):
+    def __init__(self, cfg: GPTConfig, emb: float, attn: float, shortcut: float) -> None:
+        super().__init__(dataclasses.replace(cfg, drop_rate=attn))  # attention gets `attn`
+        self.drop = nn.Dropout(emb)  # after the token + position embeddings
+        for blk in self.h:
+            blk.drop = nn.Dropout(shortcut)  # on each branch before it is added back
+
+
+tiny = GPTConfig.tiny()
+torch.manual_seed(123)
+three = GPTThreeDropouts(tiny, emb=0.5, attn=0.2, shortcut=0.3)
+torch.manual_seed(123)
+plain_gpt = GPT(tiny)
+rates = {name: m.p for name, m in three.named_modules() if isinstance(m, nn.Dropout)}
+print({name: p for name, p in rates.items() if not name.startswith("h.1")})
+assert rates["drop"] == 0.5 and rates["h.0.drop"] == rates["h.1.drop"] == 0.3
+assert all(blk.attn.dropout == 0.2 for blk in three.h)
+assert all(
+    torch.equal(p, q) for p, q in zip(three.parameters(), plain_gpt.parameters(), strict=True)
+)
+token_ids = torch.randint(0, tiny.vocab_size, (8, tiny.context_length))
+three.eval()
+assert torch.equal(three(token_ids), plain_gpt.eval()(token_ids))  # eval: no dropout at all
+three.train()
+dropped = (three.embed(token_ids) == 0).float().mean().item()
+print(f"fraction of embedding outputs zeroed in training mode: {dropped:.3f}")
+assert abs(dropped - 0.5) < 0.02
