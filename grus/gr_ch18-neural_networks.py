@@ -272,8 +272,9 @@ plt.show()
 # **The long stretch at 53 %.** In full mode, from about epoch 10 to epoch 130 the
 # accuracy sits at 53 % or just below (smoke mode stops before). 53 is the number of
 # plain numbers in 1-100: of the 100, 33 are multiples of 3 and 20 of 5, and the 6
-# multiples of 15 were counted twice, so $100 - 33 - 20 + 6 = 53$ are neither. On that
-# stretch the network says "number" for every one of 1-100.
+# multiples of 15 were counted twice, so $100 - 33 - 20 + 6 = 53$ are neither. For the
+# first eighty epochs of that stretch the network says "number" for every one of 1-100;
+# then it starts to call a few of them fizz, at first mostly wrongly.
 #
 # The cheapest way to lower the squared error is to ignore the input: output, for every
 # number, about how often each class occurs (in the training range too, about 53 %
@@ -292,9 +293,13 @@ print(
     f"plain numbers in 1-100: {PLAIN}; class shares in 101-1023:",
     ", ".join(f"{label} {share:.0%}" for label, share in zip(fb.LABELS, train_shares, strict=True)),
 )
-on_plateau = [epoch for epoch, (_, acc, _) in enumerate(history, start=1) if acc == PLAIN / 100]
-if on_plateau:
-    print(f"epochs at {PLAIN} %: {len(on_plateau)}, from epoch {on_plateau[0]} to {on_plateau[-1]}")
+near_plateau = [epoch for epoch, (_, acc, _) in enumerate(history, 1) if 0.51 <= acc <= 0.53]
+all_number = [epoch for epoch, (*_, said_number) in enumerate(history, 1) if said_number == 100]
+if all_number:
+    print(
+        f"epochs at 51-53 %: {len(near_plateau)}; epochs saying 'number' for all of 1-100: "
+        f"{len(all_number)}, from epoch {all_number[0]} to {all_number[-1]}"
+    )
 assert PLAIN == 100 - 33 - 20 + 6 == 53
 assert all(n % 3 and n % 5 for n in fb.TEST_RANGE if fb.fizzbuzz_class(n) == 0)
 assert max(range(4), key=train_shares.__getitem__) == 0  # "number" is the commonest class
@@ -307,9 +312,9 @@ correlations = [  # of one binary digit with divisibility by 3 and by 5, over 0-
 ]
 print(f"largest correlation of a single digit with divisibility by 3 or 5: {max(correlations):.4f}")
 assert max(correlations) < 0.01
+assert all(history[epoch - 1][1] == PLAIN / 100 for epoch in all_number)
 if not SMOKE:
-    assert len(on_plateau) >= 50
-    assert all(said_number == 100 for _, acc, said_number in history if acc == PLAIN / 100)
+    assert len(near_plateau) >= 100 and len(all_number) >= 50
 
 # %%
 predicted = fizzbuzz_predictions(network)
