@@ -261,6 +261,13 @@ def train(
                 f"checkpoint {checkpoint} was made with {extra['batches_per_epoch']} batches "
                 f"per epoch, this training loader has {n_batches}: resume with the same data"
             )
+        saved_gens = len(extra["loader_rng"].get("generators", []))
+        if saved_gens != len(_loader_generators(train_loader)):
+            raise CheckpointError(
+                f"checkpoint {checkpoint} was made with a loader of {saved_gens} generator(s) "
+                f"of its own, this one has {len(_loader_generators(train_loader))}: "
+                "resume with a loader made as before"
+            )
 
     if checkpoint is not None and resume and Path(checkpoint).is_file():
         saved = load_checkpoint(checkpoint, model, optimizer, scheduler, check=resumable)

@@ -359,3 +359,20 @@ def test_eos_id_must_be_an_integer_id(eos_id) -> None:
     with pytest.raises(InputError, match="eos_id 256 is outside the vocabulary 0..255"):
         generate(model, prompt, 2, eos_id=256)
     assert generate(model, prompt, 2, eos_id=5).dtype == torch.long
+
+
+def test_resume_with_a_loader_of_other_generators_is_refused_first(tmp_path) -> None:
+    model, loader = tiny_model(), byte_loader()
+    path = tmp_path / "run.pt"
+    opt = make_optimizer(model)
+    train(model, loader, loader, opt, max_steps=1, checkpoint=path, amp=None, progress=False)
+    own_generator = torch.Generator().manual_seed(1)
+    own = DataLoader(
+        loader.dataset, batch_size=4, shuffle=True, drop_last=True, generator=own_generator
+    )
+    fresh = tiny_model()
+    torch.nn.init.normal_(fresh.wte.weight)
+    before = weights(fresh)
+    with pytest.raises(CheckpointError, match="loader of 0 generator.*this one has 1"):
+        train(fresh, own, own, make_optimizer(fresh), checkpoint=path, progress=False)
+    assert torch.equal(weights(fresh), before)
