@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from dlnotes import env, toy
+from dlnotes.atomic import atomic_write
 from dlnotes.errors import DlnotesError, InputError
 
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -186,9 +187,10 @@ def train(
         result.digests = [str(d) for d in gathered]
         if out_dir is not None:
             out = Path(out_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            torch.save({k: v.cpu() for k, v in model.state_dict().items()}, out / f"rank{rank}.pt")
-            (out / f"rank{rank}.json").write_text(json.dumps(asdict(result)))
+            with atomic_write(out / f"rank{rank}.pt") as fh:
+                torch.save({k: v.cpu() for k, v in model.state_dict().items()}, fh)
+            with atomic_write(out / f"rank{rank}.json", "w", encoding="utf-8") as fh:
+                json.dump(asdict(result), fh)
         return result
     finally:
         # Free the DDP wrapper (it sits in reference cycles) while the process group is
