@@ -188,6 +188,7 @@ def save_checkpoint(
         "model": _base(model).state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "optimizer_class": type(optimizer).__name__ if optimizer is not None else None,
+        "scheduler_class": type(scheduler).__name__ if scheduler is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": rng_state(),
         "step": int(step),
@@ -288,12 +289,15 @@ def load_checkpoint(
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler)):
         if obj is not None and payload[name] is None:
             raise CheckpointError(f"checkpoint {path} holds no {name} state to resume from")
-    saved_class = payload.get("optimizer_class")
-    if optimizer is not None and saved_class not in (None, type(optimizer).__name__):
-        raise CheckpointError(
-            f"checkpoint {path} holds the state of a {saved_class} optimizer, this one is "
-            f"{type(optimizer).__name__}: make the optimizer the run was saved with"
-        )
+    # Another optimizer's state loads without complaint and fails at the next step
+    # (AdamW's into SGD: KeyError 'momentum'); another scheduler's gives wrong rates.
+    for name, obj in (("optimizer", optimizer), ("scheduler", scheduler)):
+        saved_class = payload.get(f"{name}_class")
+        if obj is not None and saved_class not in (None, type(obj).__name__):
+            raise CheckpointError(
+                f"checkpoint {path} holds the state of a {saved_class} {name}, this one is "
+                f"{type(obj).__name__}: make the {name} the run was saved with"
+            )
     fields = {"step": payload["step"], "extra": payload["extra"], "config": payload["config"]}
     if check is not None:
         check(fields)

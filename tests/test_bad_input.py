@@ -127,6 +127,11 @@ def test_optimizer_of_another_type_is_refused(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="AdamW optimizer.*this one is SGD"):
         load_checkpoint(path, model, sgd)
     sgd.step()  # untouched: still a working SGD
+    step_lr = torch.optim.lr_scheduler.StepLR(adam, step_size=2)
+    path = save_checkpoint(tmp_path / "run.pt", model, adam, step_lr)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(adam, T_max=10)
+    with pytest.raises(CheckpointError, match="StepLR scheduler.*this one is CosineAnnealingLR"):
+        load_checkpoint(path, model, adam, cosine)
 
 
 # 6. Disk full while saving: a raw "[enforce fail at inline_container.cc]" RuntimeError.
