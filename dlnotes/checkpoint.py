@@ -194,7 +194,7 @@ def save_checkpoint(
         "step": int(step),
         "extra": dict(extra or {}),
     }
-    for key in ("optimizer", "scheduler", "extra"):
+    for key in ("model", "optimizer", "scheduler", "extra"):
         problem = _unsafe(payload[key], key)
         if problem:
             raise CheckpointError(
@@ -298,9 +298,6 @@ def load_checkpoint(
                 f"checkpoint {path} holds the state of a {saved_class} {name}, this one is "
                 f"{type(obj).__name__}: make the {name} the run was saved with"
             )
-    fields = {"step": payload["step"], "extra": payload["extra"], "config": payload["config"]}
-    if check is not None:
-        check(fields)
     if optimizer is not None:
         saved_sizes = [len(g["params"]) for g in payload["optimizer"]["param_groups"]]
         sizes = [len(g["params"]) for g in optimizer.param_groups]
@@ -309,6 +306,9 @@ def load_checkpoint(
                 f"checkpoint {path} has optimizer groups of {saved_sizes} parameters, "
                 f"this optimizer has {sizes}"
             )
+    fields = {"step": payload["step"], "extra": payload["extra"], "config": payload["config"]}
+    if check is not None:
+        check(fields)
     _base(model).load_state_dict(payload["model"])
     try:
         if optimizer is not None:
