@@ -31,7 +31,7 @@ import statistics
 import unicodedata
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -509,17 +509,3 @@ def plot_score_histograms(results: Mapping[str, Sequence[Score]], bins: int = 10
         ax.set_ylabel("responses")
     fig.tight_layout()
     return fig
-
-
-def compare(
-    entries: Sequence[Mapping[str, str]],
-    scorers: Sequence[Scorer],
-    *,
-    key: str = RESPONSE_KEY,
-    paths: Callable[[Scorer], str | Path | None] | None = None,
-) -> dict[str, list[Score]]:
-    """Every scorer over the same responses: ``{scorer.name: scores}``."""
-    return {
-        s.name: score_responses(entries, s, key=key, path=None if paths is None else paths(s))
-        for s in scorers
-    }

@@ -34,8 +34,6 @@ from dlnotes.evaluate import (
 )
 from dlnotes.instruct import format_input
 
-rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
-
 ENTRY = {"instruction": "Name the capital of France.", "input": "", "output": "Paris."}
 
 EDGE_PAIRS = [
@@ -77,6 +75,7 @@ def _instruction_pairs(n: int) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("stem", [False, True])
 def test_rouge_l_equals_rouge_score(stem: bool) -> None:
+    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stem)
     pairs = EDGE_PAIRS + _instruction_pairs(100)
     for candidate, reference in pairs:
@@ -88,7 +87,7 @@ def test_rouge_l_equals_rouge_score(stem: bool) -> None:
 
 
 def test_rouge_l_tokens_equal_rouge_score_tokenizer() -> None:
-    from rouge_score import tokenizers
+    tokenizers = pytest.importorskip("rouge_score.tokenizers")
 
     for stem in (False, True):
         theirs = tokenizers.DefaultTokenizer(use_stemmer=stem)
