@@ -45,6 +45,7 @@ __all__ = [
     "amp_dtype",
     "batch_loss",
     "evaluate",
+    "fused_adamw_works",
     "grad_norm",
     "ids_to_text",
     "loader_loss",
