@@ -49,6 +49,8 @@ def as_token_ids(ids: object, what: str = "the ids") -> list[int]:
     elif isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
         raise InputError(f"{what} must be a sequence of token ids, got a {type(ids).__name__}")
     out = list(ids)
+    if all(type(i) is int for i in out):  # the common case, and bool is not int's type
+        return out
     for i in out:
         if isinstance(i, bool) or not isinstance(i, numbers.Integral):
             raise InputError(f"{what} must be integer token ids, got {i!r} (a {type(i).__name__})")
