@@ -538,9 +538,7 @@ for name, net, acc, seconds, mem, peak in rows:
     line += f" {seconds:6.0f}s {mem['weights']:6.0f}MB {mem['grads+AdamW']:7.0f}MB"
     line += f" {mem['activations']:5.0f}MB"
     print(line + (f" {peak:8.0f}MB" if peak else ""))
-if base.pretrained:  # (the tiny smoke model has blocks too narrow for this)
-    assert count_trainable(model) < count_trainable(last_block)
-    assert lora_memory["grads+AdamW"] < block_memory["grads+AdamW"]
+assert lora_memory["activations"] > block_memory["activations"]  # backward through all blocks
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -557,9 +555,12 @@ plt.show()
 # %% [markdown]
 # What the table shows (read your own numbers from the run above):
 #
-# - LoRA trains fewer numbers than the last block does, so its gradients and AdamW
-#   state are smaller still; that is LoRA's saving, and on a 7B-parameter model it
-#   decides whether finetuning fits on one GPU.
+# - Both train a few percent of the model, so both keep gradients and AdamW state
+#   small. On GPT-2, LoRA trains 2.7M numbers against the last block's 7.1M; on
+#   SmolLM2, whose 30 blocks are narrow (576 wide), one block is only 3.5M and rank-16
+#   adapters on all of its 211 projections are 4.9M. LoRA's saving is against *full*
+#   finetuning (E.1), and on a 7B-parameter model it decides whether finetuning fits
+#   on one GPU.
 # - It does **not** save activation memory or time here: the adapters sit in every
 #   layer, so the backward pass runs through the whole model, and every epoch runs
 #   the whole forward. Last-block finetuning backpropagates through one block and,
