@@ -39,7 +39,7 @@ from dlnotes import env
 from dlnotes.errors import CheckpointError, DataError, InputError
 from dlnotes.scratch import fizzbuzz as fb
 from dlnotes.scratch import mnist
-from dlnotes.scratch.functional import softmax, tanh
+from dlnotes.scratch.functional import sigmoid, softmax, tanh
 from dlnotes.scratch.layers import (
     Dropout,
     Layer,
@@ -466,6 +466,38 @@ ax.set(
 ax.legend(loc="upper left")
 fig.tight_layout()
 plt.show()
+
+# %% [markdown]
+# In full mode the squared-error run first reaches 90 % at epoch 268 and ends, after
+# 1,000 epochs, at 90 % (its best along the way: 92 %). The cross-entropy run reaches
+# 90 % at epoch 60, less than a quarter as many epochs, and ends at 97 %.
+#
+# Both start with a long flat stretch. The cross-entropy run starts at 53 %, what saying
+# "number" for everything earns, as chapter 18's network did. The squared-error run sits
+# at 15 % for twenty-odd epochs for another reason: with weights uniform in [0, 1), every
+# output unit starts with an input between about 7.6 and 12.9, deep in the sigmoid's flat
+# part, where its derivative $\sigma (1 - \sigma)$ is between $10^{-6}$ and $10^{-3}$. The
+# squared error's gradient has to pass through that derivative, so it barely reaches the
+# weights, and the accuracy stays at its starting value, where the network answers "buzz"
+# for nearly everything. Cross-entropy on the logits has no sigmoid to pass: its
+# gradient is $\operatorname{softmax}(z) - y$, large whenever the answer is wrong.
+
+# %%
+random.seed(0)
+fresh = Sequential(Linear(10, 25, init="uniform"), Tanh(), Linear(25, 4, init="uniform"))
+starts = [fresh(fb.binary_encode(n)) for n in fb.TEST_RANGE]
+lowest, highest = min(min(z) for z in starts), max(max(z) for z in starts)
+slopes = [sigmoid(z) * (1 - sigmoid(z)) for z in (lowest, highest)]
+said_buzz = sum(argmax(z) == 2 for z in starts)
+print(
+    f"inputs of the output sigmoids at the start: {lowest:.1f} to {highest:.1f}; "
+    f"sigmoid' there: {slopes[1]:.1e} to {slopes[0]:.1e}; 'buzz' for {said_buzz} of 1-100"
+)
+assert lowest > 7 and max(slopes) < 1e-3 and said_buzz > 90
+if not SMOKE:
+    sse_curve, ce_curve = curves["sigmoid outputs, squared error"], curves["softmax cross-entropy"]
+    assert first_epoch(ce_curve, 0.9) * 4 < first_epoch(sse_curve, 0.9)
+    assert max(ce_curve) > max(sse_curve) and ce_curve[-1] > sse_curve[-1]
 
 # %% [markdown]
 # ## 19.10 Dropout
