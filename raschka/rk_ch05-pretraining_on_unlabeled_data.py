@@ -521,7 +521,7 @@ print("the book, GPT-2 124M: train loss 3.755, val loss 3.560")
 if base.name == "gpt2-124M":
     assert abs(base_losses[0] - 3.755) < 0.02 and abs(base_losses[1] - 3.560) < 0.02
 elif base.pretrained:
-    assert max(base_losses) < 6.0  # far below a random model's log(vocabulary)
+    assert max(base_losses) < 4.5  # SmolLM2-135M: 3.865 and 3.617, in its own tokens
 else:
     assert abs(base_losses[1] - math.log(base.model.cfg.vocab_size)) < 0.5
 
