@@ -12,8 +12,8 @@ scorers that run anywhere:
   stemmer, which ``rouge-score`` itself uses, and so needs ``nltk`` installed;
 * `exact_match` after normalising case, punctuation, articles and spaces;
 * `LocalJudge`: the same judging prompt answered by a small local model (SmolLM2-135M
-  offline). A 135M model is a weak judge: its numbers show that the pipeline runs,
-  not how good a response is.
+  offline), its answer read with only digits allowed. A 135M model is a weak judge:
+  its numbers show that the pipeline runs, not how good a response is.
 
 Every scorer maps ``(entry, response)`` to a `Score` on a 0–100 scale, or to an
 *unscored* result with the reason (a judge's reply that is not a number in 0..100);
