@@ -146,8 +146,11 @@ def rope_tables(
     p · base^(-2i/hs): fast-turning pairs see nearby order, slow ones far context.
     Computed as Hugging Face computes them, so the tables agree bit for bit.
     """
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
-    angles = torch.outer(torch.arange(context_length).float(), inv_freq)  # (ctx, hs/2)
+    # On the CPU even inside a "meta" device context: meta arithmetic is slow to start.
+    steps = torch.arange(0, head_dim, 2, dtype=torch.int64, device="cpu").float()
+    inv_freq = 1.0 / (base ** (steps / head_dim))
+    positions = torch.arange(context_length, device="cpu").float()
+    angles = torch.outer(positions, inv_freq)  # (ctx, hs/2)
     angles = torch.cat([angles, angles], dim=-1)  # (ctx, hs)
     return angles.cos(), angles.sin()
 
@@ -292,7 +295,9 @@ class Llama(nn.Module):
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.wte = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
+        # Made empty, initialised below: nn.Embedding's own init takes seconds to first run
+        # on the "meta" device that the loader builds a model on.
+        self.wte = nn.Embedding.from_pretrained(torch.empty(cfg.vocab_size, cfg.emb_dim), False)
         self.rope = RoPE(cfg.head_dim, cfg.context_length, cfg.rope_base)
         self.h = nn.ModuleList(LlamaBlock(cfg, self.rope) for _ in range(cfg.n_layers))
         self.ln_f = RMSNorm(cfg.emb_dim, cfg.norm_eps)
