@@ -21,7 +21,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dlnotes import data
 from dlnotes.atomic import atomic_write
@@ -63,6 +63,9 @@ class GPT2Tokenizer(BPETokenizer):
     ``GPT2Tokenizer.pretrained().encode("Hello, world")`` gives ``[15496, 11, 995]``.
     """
 
+    # Like tiktoken, a chunk that is a whole token (83% of the-verdict's) skips the merges.
+    whole_chunks = True
+
     @classmethod
     def from_files(cls, encoder_json: str | Path, vocab_bpe: str | Path) -> GPT2Tokenizer:
         """Build the tokenizer from the two OpenAI files."""
@@ -88,16 +91,6 @@ class GPT2Tokenizer(BPETokenizer):
             ) from None
         specials = {ENDOFTEXT: encoder.get(ENDOFTEXT, ENDOFTEXT_ID)}
         return cls(merges, pattern=GPT2_PATTERN, special_tokens=specials, byte_ids=byte_ids)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        specials = set(self.special_tokens.values())
-        self._whole = {b: i for i, b in self.vocab.items() if i not in specials}
-
-    def _encode_chunk(self, chunk: bytes) -> list[int]:
-        # Like tiktoken, a chunk that is a whole token (83% of the-verdict's) skips the merges.
-        whole = self._whole.get(chunk)
-        return [whole] if whole is not None else super()._encode_chunk(chunk)
 
     @classmethod
     @functools.cache
