@@ -19,7 +19,7 @@ from dlnotes.errors import CheckpointError, InputError
 from dlnotes.gpt import GPT, GPTConfig
 from dlnotes.loader import ids_to_text, text_to_ids
 from dlnotes.losses import loader_loss
-from dlnotes.train import History, fused_adamw_works, make_optimizer, train
+from dlnotes.train import History, fused_adamw_works, grad_norm, make_optimizer, train
 
 TEXT = "Every effort moves you forward, and every step counts when you learn by doing. "
 
@@ -222,3 +222,13 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert sorted(p.name for p in first.iterdir()) == [
         "run.pt", "run.py", "second.json", "second.weights"
     ]  # fmt: skip
+
+
+def test_grad_norm_is_the_float64_norm_of_all_gradients() -> None:
+    params = [torch.nn.Parameter(torch.zeros(n)) for n in (3, 1000, 7)]
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e3
+    frozen = torch.nn.Parameter(torch.zeros(4))  # no gradient: left out
+    expected = torch.cat([p.grad.double() for p in params]).norm().item()
+    assert grad_norm([*params, frozen]) == pytest.approx(expected, rel=1e-12)
+    assert grad_norm([frozen]) == 0.0
