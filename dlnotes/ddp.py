@@ -67,7 +67,8 @@ class RankResult:
     test_accuracy: float
     digest: str  # sha256 of this rank's final weights
     digests: list[str]  # every rank's digest, gathered: equal iff the replicas agree
-    examples_seen: list[int]  # dataset indices this rank trained on in its first epoch
+    examples_seen: list[int]  # dataset indices of this rank's share in its first epoch (drop_last
+    # may leave the last ones out of its batches)
 
 
 def under_torchrun() -> bool:
