@@ -67,8 +67,9 @@ class RankResult:
     test_accuracy: float
     digest: str  # sha256 of this rank's final weights
     digests: list[str]  # every rank's digest, gathered: equal iff the replicas agree
-    examples_seen: list[int]  # dataset indices of this rank's share in its first epoch (drop_last
-    # may leave the last ones out of its batches)
+    # This rank's share of the dataset in its first epoch; drop_last may keep a few out of
+    # its batches.
+    examples_seen: list[int]
 
 
 def under_torchrun() -> bool:
