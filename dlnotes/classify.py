@@ -81,6 +81,7 @@ __all__ = [
     "loader_class_loss",
     "make_loader",
     "make_loaders",
+    "print_progress",
     "read_sms",
     "save_classifier",
     "save_csv",
