@@ -24,7 +24,7 @@ import re
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from itertools import chain, pairwise, repeat
+from itertools import pairwise, repeat
 from pathlib import Path
 from typing import Literal
 
@@ -115,19 +115,19 @@ class BPETokenizer:
         self.vocab = self._build_vocab()
         self._never = max(self.merges.values(), default=0) + 1  # ranks no merge has
         self._split = _splitter(pattern) if pattern is not None else None
+        # With `whole_chunks`, the chunks that are one token, by bytes and by text (a chunk is
+        # text, so only tokens of whole UTF-8 characters can be one): looked up before merging.
         specials = set(self.special_tokens.values())
         self._whole: dict[bytes, int] = {}
         if self.whole_chunks:
             self._whole = {b: i for i, b in self.vocab.items() if i not in specials}
-        # Chunk -> ids. It starts with the whole tokens (a chunk is text, so only tokens
-        # of whole UTF-8 characters can be one); `_merged` lists the chunks encoded since.
-        self._cache: dict[str, tuple[int, ...]] = {}
+        self._whole_text: dict[str, tuple[int, ...]] = {}
         for b, i in self._whole.items():
             try:
-                self._cache[b.decode("utf-8")] = (i,)
+                self._whole_text[b.decode("utf-8")] = (i,)
             except UnicodeDecodeError:
                 pass
-        self._merged: list[str] = []
+        self._cache: dict[str, tuple[int, ...]] = {}
 
     def _build_vocab(self) -> dict[int, bytes]:
         """id -> bytes, checking that every id is defined once and before it is used."""
@@ -267,12 +267,8 @@ class BPETokenizer:
         return ids
 
     def clear_cache(self) -> None:
-        """Forget the encoded pre-tokens (e.g. to time encoding from cold); those that are
-        one token of the vocabulary stay known."""
-        cache = self._cache
-        for chunk in self._merged:
-            del cache[chunk]
-        self._merged.clear()
+        """Forget the encoded pre-tokens (e.g. to time encoding from cold)."""
+        self._cache.clear()
 
     def _chunks(self, text: str) -> list[str]:
         if self._split is None:
@@ -281,20 +277,25 @@ class BPETokenizer:
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Ids for `text`, treating special-token names as plain text."""
-        if len(self._merged) > _CACHE_LIMIT:
-            self.clear_cache()
-        cache, merged, chunks = self._cache, self._merged, self._chunks(text)
-        # The set difference and the joining run in C: only chunks that need merges cost
-        # Python steps, once.
-        for chunk in set(chunks).difference(cache):
-            try:
-                cache[chunk] = tuple(self._encode_chunk(chunk.encode("utf-8")))
-            except UnicodeEncodeError:
-                # Lone surrogates cannot be UTF-8; like tiktoken, pair them up or make
-                # them U+FFFD, then start again.
-                return self.encode_ordinary(_fix_surrogates(text))
-            merged.append(chunk)
-        return list(chain.from_iterable(map(cache.__getitem__, chunks)))
+        if len(self._cache) > _CACHE_LIMIT:
+            self._cache.clear()
+        cache, out = self._cache, []
+        # Bound methods: the loop runs once per chunk, tens of thousands of times.
+        cached, whole, extend = cache.get, self._whole_text.get, out.extend
+        for chunk in self._chunks(text):
+            ids = cached(chunk)
+            if ids is None:
+                ids = whole(chunk)
+                if ids is None:
+                    try:
+                        ids = tuple(self._encode_chunk(chunk.encode("utf-8")))
+                    except UnicodeEncodeError:
+                        # Lone surrogates cannot be UTF-8; like tiktoken, pair them up or
+                        # make them U+FFFD, then start again.
+                        return self.encode_ordinary(_fix_surrogates(text))
+                cache[chunk] = ids
+            extend(ids)
+        return out
 
     def encode(
         self,
