@@ -1,13 +1,16 @@
 """Byte-level BPE core (dlnotes.bpe): helpers, incremental training, encode/decode, save/load.
 
 References: `str.replace` for `merge`, a naive trainer that recounts every pair
-before each merge for the incremental one, and the Wikipedia example by hand.
+before each merge for the incremental one, the Wikipedia example by hand, merging all
+occurrences of a pair at once for the encoder's one-at-a-time loop, and the `regex`
+module for the split that Python's `re` does where it can.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 from collections import Counter
 from itertools import pairwise
 
@@ -16,8 +19,17 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dlnotes.bpe import GPT2_PATTERN, BPETokenizer, merge, pair_counts
+from dlnotes.bpe import (
+    GPT2_PATTERN,
+    BPETokenizer,
+    _as_re,
+    _class_bodies,
+    _splitter,
+    merge,
+    pair_counts,
+)
 from dlnotes.errors import DataError, InputError
+from dlnotes.llama_tokenizer import SMOLLM_PATTERN
 
 FAST = settings(max_examples=150, deadline=None, derandomize=True)
 
@@ -177,3 +189,79 @@ def test_merges_must_be_in_learned_order() -> None:
         BPETokenizer({(a, b): 256, (256, c): 255})
     with pytest.raises(InputError, match=r"merge \(257, 99\) -> 258 uses an undefined id"):
         BPETokenizer({(a, b): 256, (257, c): 258})
+
+
+def merge_all_at_once(tok: BPETokenizer, chunk: bytes) -> list[int]:
+    """The textbook loop: merge every occurrence of the lowest-ranked pair, recount, repeat."""
+    ids = [tok.byte_ids[b] for b in chunk if tok.byte_ids[b] is not None]
+    while True:
+        ranked = [(tok.merges[p], p) for p in pairwise(ids) if p in tok.merges]
+        if not ranked:
+            return ids
+        new_id, pair = min(ranked)
+        ids = merge(ids, pair, new_id)
+
+
+@given(
+    st.text(alphabet="ab c", min_size=2, max_size=60),
+    st.integers(1, 20),
+    st.lists(st.binary(max_size=30), min_size=1, max_size=10),
+    st.permutations(range(256)),
+    st.sets(st.integers(0, 255), max_size=3),
+)
+@FAST
+def test_rank_list_merge_loop_equals_merging_all_at_once(
+    text: str, n_merges: int, chunks: list[bytes], order: list[int], dropped: set[int]
+) -> None:
+    # One pair at a time (tiktoken's loop) against all its occurrences at once, also with
+    # reordered byte ids and bytes without a token; chunks use the training alphabet too.
+    try:
+        trained = BPETokenizer.train(text, 256 + n_merges, pattern=None)
+    except InputError:
+        return
+    toks = [trained]
+    used = {i for pair in trained.merges for i in pair}
+    if not dropped & used:  # else a merge would use a byte that has no id
+        moved = {b: order[b] for b in range(256)}
+        merges = {(moved.get(a, a), moved.get(b, b)): i for (a, b), i in trained.merges.items()}
+        byte_ids = [None if b in dropped else order[b] for b in range(256)]
+        toks.append(BPETokenizer(merges, pattern=None, byte_ids=byte_ids))
+    for tok in toks:
+        for chunk in [*chunks, text.encode(), text[::-1].encode()]:
+            assert tok._encode_chunk(chunk) == merge_all_at_once(tok, chunk)
+
+
+PATTERNS = {"gpt2": GPT2_PATTERN, "smollm": SMOLLM_PATTERN}
+
+
+@pytest.mark.parametrize("limit", [0x80, 0x10000])
+def test_re_sets_equal_regex_classes_on_every_code_point(limit: int) -> None:
+    every = "".join(map(chr, range(limit)))
+    for name, body in _class_bodies(limit).items():
+        assert re.findall(f"[{body}]", every) == regex.findall(name, every), name
+        assert re.findall(f"[^{body}]", every) == regex.findall(f"[^{name}]", every), name
+
+
+@pytest.mark.parametrize("name", PATTERNS)
+@given(
+    st.one_of(
+        st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=80),
+        st.text(alphabet=st.characters(max_codepoint=0xFFFF), max_size=80),
+        st.text(max_size=80),
+        st.text(alphabet=" \t\n\r\x0b\x0c\x1c\x85\xa0\u2028\u3000a1'sé²½Ⅻ٣", max_size=40),
+    )
+)
+@FAST
+def test_re_split_equals_regex(name: str, text: str) -> None:
+    pattern = PATTERNS[name]
+    assert _splitter(pattern)(text) == regex.findall(pattern, text)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"\w+|\s", r"(?i)ab", r"\p{Lu}+", r"[[a]b]", r"(?:ab){e<=1}", r"[a&&b]", r"\d+", r"[]a]"],
+)
+def test_patterns_re_may_read_differently_stay_with_regex(pattern: str) -> None:
+    assert _as_re(pattern, _class_bodies(0x80)) is None
+    text = "Ab1 __ ]a-b ABC abx ٣"
+    assert _splitter(pattern)(text) == regex.findall(pattern, text)
