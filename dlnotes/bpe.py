@@ -7,6 +7,11 @@ tiktoken's ``allowed_special`` / ``disallowed_special``, a cache of encoded
 pre-tokens, and training that updates pair counts incrementally. GPT-2's own
 files and byte order live in `dlnotes.gpt2_tokenizer`, a thin subclass.
 
+Speed: the split runs on Python's `re`, several times faster than `regex`, wherever the
+pattern can be written for it exactly (texts without characters beyond U+FFFF); each
+chunk is looked up in the cache, then among the whole tokens, and only then merged by
+tiktoken's loop over a list of pair ranks.
+
 Terms: a *pre-token* (or chunk) is one match of the split pattern, e.g. ``" world"``;
 BPE never merges across chunks. A *merge* ``(left, right) -> new`` joins two
 adjacent ids; merges apply in the order they were learned (lowest new id first).
@@ -94,9 +99,9 @@ class BPETokenizer:
     'aaabd'
     """
 
-    # Whether a chunk whose bytes are a token is that one token without merging, as tiktoken
-    # assumes. True of GPT-2's and SmolLM2's vocabularies (their tests try every token), not
-    # of every set of merges, so subclasses opt in.
+    # Whether a chunk whose bytes are a token is that one token without merging. True of
+    # GPT-2's vocabulary (tiktoken relies on it) and SmolLM2's (its tests try every token),
+    # not of every set of merges, so subclasses opt in.
     whole_chunks: bool = False
 
     def __init__(
