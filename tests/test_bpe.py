@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import pickle
 import re
 from collections import Counter
 from itertools import pairwise
@@ -265,3 +266,11 @@ def test_patterns_re_may_read_differently_stay_with_regex(pattern: str) -> None:
     assert _as_re(pattern, _class_bodies(0x80)) is None
     text = "Ab1 __ ]a-b ABC abx ٣"
     assert _splitter(pattern)(text) == regex.findall(pattern, text)
+
+
+def test_tokenizer_pickles_with_its_split(verdict: str) -> None:
+    tok = BPETokenizer.train(verdict, 256 + 50)
+    text = verdict[:500] + " naïve café 你好 👋"
+    again = pickle.loads(pickle.dumps(tok))
+    assert again.encode(text) == tok.encode(text)
+    assert again._split is tok._split  # the compiled split is shared, not copied
