@@ -734,26 +734,26 @@ def _from_hub(dtype: torch.dtype) -> tuple[Llama, LlamaTokenizer]:
 
 
 def load_smollm2(
-    dtype: torch.dtype = torch.float32, path: str | Path | None = None
+    dtype: torch.dtype = torch.float32, path: str | Path | Any | None = None
 ) -> tuple[Llama, LlamaTokenizer]:
     """SmolLM2-135M-Instruct (134,515,008 parameters) in eval mode and its tokenizer.
 
-    `path` names a GGUF file to load instead of looking for one (it is not checksummed:
-    any Llama GGUF with supported tensor types loads). Otherwise the sources are tried
-    in the module docstring's order; where none has it, a one-line `DataError` says how
-    to get it.
+    `path` names a GGUF file (or is a `gguf.GGUFReader` already open on one) to load
+    instead of looking for it; it is not checksummed: any Llama GGUF with supported
+    tensor types and a SmolLM2-style tokenizer loads. Otherwise the sources are tried in
+    the module docstring's order; where none has it, a one-line `DataError` says how to
+    get it.
     """
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise InputError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
-    if path is not None:
-        gguf_path = Path(path)
-    else:
-        gguf_path = smollm2_gguf()
-        if gguf_path is None:
-            return _from_hub(dtype)
     from dlnotes.llama_tokenizer import LlamaTokenizer
 
-    reader = open_gguf(gguf_path)  # read once: parsing the metadata takes a second or two
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise InputError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    if path is None:
+        path = smollm2_gguf()
+        if path is None:
+            return _from_hub(dtype)
+    # One reader for weights and tokenizer: parsing the metadata takes a second or two.
+    reader = open_gguf(path) if isinstance(path, (str, Path)) else path
     return load_gguf(reader, dtype), LlamaTokenizer.from_gguf(reader)
 
 
