@@ -35,7 +35,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -56,6 +56,9 @@ from dlnotes.checkpoint import load_checkpoint, save_checkpoint
 from dlnotes.errors import CheckpointError, DataError, InputError, require_int
 from dlnotes.losses import AmpArg, amp_dtype, autocast
 from dlnotes.train import History
+
+if TYPE_CHECKING:
+    from dlnotes.base import Base
 
 LABELS: tuple[str, ...] = ("ham", "spam")  # class 0 and class 1, as the book maps them
 CSV_COLUMNS = ("Label", "Text")  # the book's CSV header
@@ -685,7 +688,9 @@ def train_classifier(
         raise InputError("the model has no trainable parameters (see set_trainable)")
     device = _device_of(net)
     dtype = amp_dtype(device, amp)
-    total = epochs * len(train_loader) if max_steps is None else max_steps
+    total = epochs * len(train_loader)
+    if max_steps is not None:
+        total = min(total, require_int("max_steps", max_steps))
     step = examples = tokens = 0
     pending: list[Tensor] = []  # step losses stay on the device until an evaluation
 
@@ -753,7 +758,7 @@ def train_classifier(
 
 def classify(
     text: str,
-    base: Any,
+    base: Base,
     model: nn.Module | None = None,
     *,
     max_length: int | None = None,
@@ -791,7 +796,7 @@ _KIND = "dlnotes-classifier"
 def save_classifier(
     path: str | Path,
     model: nn.Module,
-    base: Any,
+    base: Base,
     *,
     labels: Sequence[str] = LABELS,
     max_length: int | None = None,
@@ -827,7 +832,7 @@ def _peek(path: Path) -> dict[str, Any]:
     return info
 
 
-def load_classifier(path: str | Path, base: Any) -> dict[str, Any]:
+def load_classifier(path: str | Path, base: Base) -> dict[str, Any]:
     """Give ``base.model`` the saved classification head and weights; return the saved
     labels, max_length and position. A checkpoint of another base is a
     `CheckpointError`, and the model is left unchanged on any error."""
