@@ -301,7 +301,8 @@ probe = next(iter(test_loader))[0].to(DEVICE)
 with torch.no_grad():
     assert torch.equal(model(probe), plain(probe))
 start_acc = [
-    loader_accuracy(model, loader, 10) for loader in (train_loader, val_loader, test_loader)
+    loader_accuracy(model, loader, 10, amp=AMP)
+    for loader in (train_loader, val_loader, test_loader)
 ]
 print("before training: train {:.2%}, val {:.2%}, test {:.2%}".format(*start_acc))
 if BASE == "gpt2-124M":
