@@ -1,4 +1,5 @@
-"""Text generation with a `dlnotes.gpt.GPT`: greedy, temperature and top-k, with a KV cache.
+"""Text generation with a `dlnotes.gpt.GPT` or `dlnotes.llama.Llama`: greedy, temperature
+and top-k, with a KV cache.
 
 Follows Raschka, *Build a Large Language Model (From Scratch)*: ch04's
 ``generate_text_simple`` (greedy, cropping to the context), ch05's ``generate``
@@ -11,9 +12,13 @@ finished is padded with it while the other rows go on; generation stops when all
 rows have finished.
 
 With the cache, each step feeds only the newest token. GPT-2's positions are absolute,
-so once prompt plus output pass the context length the cached keys cannot slide; each
-such step re-encodes the last `context_length` tokens, exactly what the uncached path
-does, so both give the same ids at any length.
+so once prompt plus output pass the context length the cached keys cannot slide (nor
+can Llama's: RoPE has rotated them by their positions, and every deeper key has seen
+the tokens that would be dropped); each such step re-encodes the last
+`context_length` tokens, exactly what the uncached path does, so both give the same
+ids at any length. Any model with this surface works: ``model.cfg.vocab_size``/
+``context_length``, ``model.new_cache(batch, max_len)`` and
+``model(idx, cache, last_only=True)``.
 
 A fast bfloat16 copy of a model for CPU inference is `dlnotes.cpu_inference`'s.
 
