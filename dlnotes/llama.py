@@ -630,8 +630,10 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 GGUF_SIZE = 98_362_432
 HUB_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
-# A commit of the Hub repository; the files' sha256 and sizes are the ones the Hub lists
-# for it (the weights are the same since the first release).
+# A commit of the Hub repository. The sha256 and size of its model.safetensors and
+# tokenizer.json below are the values several independent public projects pin for this
+# commit (they could not be read from the Hub where this was written); a download that
+# does not match them is refused by `dlnotes.data`, so a wrong pin fails loudly.
 HUB_REVISION = "12fd25f77366fa6b3b4b768ec3050bf629380bac"
 _HUB = f"https://huggingface.co/{HUB_REPO}/resolve/{HUB_REVISION}"
 
