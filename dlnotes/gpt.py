@@ -186,6 +186,17 @@ class FeedForward(nn.Module):
         return self.c_proj(self.gelu(self.c_fc(x)))
 
 
+def dropout(module: nn.Module, x: Tensor) -> Tensor:
+    """`module(x)`, skipped where it would return `x` anyway: in eval mode or at p = 0.
+
+    Decoding and p = 0 training then pay no module call per dropout site. The rate is
+    read at every call, so a dropout module swapped in later (ch04's exercise) counts.
+    """
+    if module.training and getattr(module, "p", 1.0) > 0:
+        return module(x)
+    return x
+
+
 class TransformerBlock(nn.Module):
     """Pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x)), with dropout on each branch."""
 
@@ -205,8 +216,8 @@ class TransformerBlock(nn.Module):
         self.drop = nn.Dropout(cfg.drop_rate)  # the book's `drop_shortcut`
 
     def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
-        x = x + self.drop(self.attn(self.ln_1(x), cache))
-        return x + self.drop(self.mlp(self.ln_2(x)))
+        x = x + dropout(self.drop, self.attn(self.ln_1(x), cache))
+        return x + dropout(self.drop, self.mlp(self.ln_2(x)))
 
 
 def check_token_ids(
@@ -319,7 +330,7 @@ class GPT(nn.Module):
         can run a frozen bottom of the model once and reuse its output (ch06).
         """
         pos = torch.arange(start, start + idx.shape[1], device=idx.device)
-        return self.drop(self.wte(idx) + self.wpe(pos))
+        return dropout(self.drop, self.wte(idx) + self.wpe(pos))
 
     def head(self, x: Tensor) -> Tensor:
         """(B, T, D) output of the last block -> (B, T, V) logits: final norm, output layer."""

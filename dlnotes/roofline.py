@@ -6,7 +6,9 @@ machine does at its limit, measured in the same run, travels between machines.
 * Decoding one token at batch size 1 reads every weight once and does ~2 FLOPs with
   each, so it is bound by memory: ``weight bytes per token / read bandwidth``.
 * A training step is bound by its matrix products: each one of the step is timed
-  alone, at its real shape and dtype, and their times are added up.
+  alone, at its real shape and dtype, and their times are added up. Its optimizer
+  step is bound by memory (AdamW reads and writes 28 bytes per parameter) and adds
+  its own floor after them.
 
 Used by ``benchmarks/generate.py``, ``benchmarks/pretrain.py`` and ``benchmarks/llama.py``.
 """
@@ -52,6 +54,33 @@ def read_bandwidth(
     )
     seconds = best_time(lambda: x.sum(), repeats=5, device=device)
     return x.numel() * x.element_size() / seconds
+
+
+def copy_bandwidth(
+    nbytes: int = 1 << 28, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> float:
+    """Bytes per second the device moves when it reads one large tensor and writes another
+    (a copy of 256 MiB by default; both bytes read and bytes written count)."""
+    device = torch.device(device)
+    n = nbytes // torch.tensor([], dtype=dtype).element_size()
+    src = torch.ones(n, dtype=dtype, device=device)
+    dst = torch.empty_like(src)
+    seconds = best_time(lambda: dst.copy_(src), repeats=5, device=device)
+    return 2 * src.numel() * src.element_size() / seconds
+
+
+ADAMW_BYTES = 28  # per float32 parameter: reads value, grad, both moments; writes three back
+
+
+def optimizer_seconds(model: nn.Module, bandwidth: float) -> float:
+    """Seconds an AdamW step cannot beat at `bandwidth` bytes/s (see `copy_bandwidth`).
+
+    A step does ~15 FLOPs per parameter but moves `ADAMW_BYTES` of state through
+    memory, so even fused it is bound by memory; it comes after the matrix products of
+    the step and adds to their time.
+    """
+    trainable = {id(p): p for p in model.parameters() if p.requires_grad}
+    return sum(ADAMW_BYTES * p.numel() for p in trainable.values()) / bandwidth
 
 
 def weight_bytes_per_token(model: nn.Module) -> int:

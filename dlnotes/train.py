@@ -44,6 +44,8 @@ __all__ = [
     "History",
     "amp_dtype",
     "batch_loss",
+    "compile_works",
+    "compiled",
     "evaluate",
     "fused_adamw_works",
     "grad_norm",
@@ -83,6 +85,32 @@ def fused_adamw_works(device: torch.device) -> bool:
         torch.optim.AdamW([param], lr=0.1, fused=True).step()
 
     return fastpath.available(f"fused_adamw_{device.type}", probe, cpu=device.type == "cpu")
+
+
+def compile_works(device: torch.device) -> bool:
+    """Whether `torch.compile` builds and runs code on `device` (probed once per process).
+
+    On the CPU the compiler needs a C++ toolchain, on a GPU Triton; where either is
+    missing the probe's tiny function fails to build and callers stay eager.
+    ``DLNOTES_GENERIC_CPU=1`` turns it off on the CPU.
+    """
+
+    def probe() -> None:
+        x = torch.linspace(-2.0, 2.0, 8, device=device)
+        got = torch.compile(lambda t: torch.tanh(t) * 2.0 + 1.0, dynamic=False)(x)
+        torch.testing.assert_close(got, torch.tanh(x) * 2.0 + 1.0)
+
+    return fastpath.available(f"torch_compile_{device.type}", probe, cpu=device.type == "cpu")
+
+
+def compiled(model: nn.Module) -> nn.Module:
+    """`torch.compile(model)` where `compile_works` on its device, else `model` itself.
+
+    The compiled module shares the model's parameters; save and load the model itself
+    (a compiled one prefixes its state's keys with ``_orig_mod.``).
+    """
+    device = next(model.parameters()).device
+    return torch.compile(model) if compile_works(device) else model
 
 
 def make_optimizer(
@@ -216,6 +244,7 @@ def train(
     on_eval: Callable[[int, History], None] | None = None,
     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
     progress: bool = True,
+    compile: bool = False,
 ) -> History:
     """Train for `epochs` (or `max_steps` optimizer steps in all); return the `History`.
 
@@ -224,7 +253,10 @@ def train(
     ``on_eval(epoch, history)``; after each epoch calls ``on_epoch_end(epoch, model)``
     with the model in eval mode. With `checkpoint`, saves there every
     `checkpoint_every` steps and at the end; with ``resume=True`` an existing file
-    there is loaded first and the run continues where it stopped.
+    there is loaded first and the run continues where it stopped. ``compile=True``
+    runs the training steps through `compiled` (fused elementwise work; the first
+    steps pay the compile time, so leave it off for short runs); evaluation, hooks
+    and checkpoints use the model itself.
     """
     epochs = require_int("epochs", epochs)
     eval_every = require_int("eval_every", eval_every)
@@ -242,6 +274,8 @@ def train(
         raise InputError(
             f"grad_clip must be a number > 0 (the largest gradient norm allowed), got {grad_clip!r}"
         )
+    if not isinstance(compile, bool):
+        raise InputError(f"compile must be True or False, got {compile!r}")
     n_batches = len(train_loader)
     for which, loader in (("training", train_loader), ("validation", val_loader)):
         if len(loader) == 0:
@@ -307,6 +341,7 @@ def train(
             history.grad_norm.extend(torch.stack(norms).tolist())
             norms.clear()
 
+    stepper = compiled(model) if compile else model
     model.train()
     saved_at = pos.step if resumed else -1  # no need to rewrite what was just loaded
     # Pass `disable` only to switch the bar off, so that TQDM_DISABLE=1 can too.
@@ -316,7 +351,7 @@ def train(
             for inputs, targets in _batches(train_loader, pos, resumed):
                 optimizer.zero_grad(set_to_none=True)
                 with autocast(device, dtype):
-                    loss = batch_loss(model, inputs, targets)
+                    loss = batch_loss(stepper, inputs, targets)
                 loss.backward()
                 if grad_clip is not None:
                     norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
