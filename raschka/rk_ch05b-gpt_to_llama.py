@@ -137,9 +137,10 @@ assert biases == {"GPT-2 block": 11 * 768, "Llama block": 0}
 # Llama's computes *two* projections to width F, passes one through SiLU
 # (`silu(x) = x · sigmoid(x)`, a smooth ReLU like GELU) and uses it as a gate on the
 # other, element by element, before projecting back (Shazeer, 2020: "GLU variants").
-# Three matrices instead of two, so F is smaller than 4·D for a similar count:
-# SmolLM2 has F = 1536 = 2.67·D. The library stores the gate and up projections as one
-# matrix `gate_up` (one product instead of two).
+# Three matrices instead of two, so F is smaller than 4·D: SmolLM2's F = 1536 = 8/3·D
+# gives exactly the parameter count of a GPT-2 feed-forward of the same width (without
+# biases). The library stores the gate and up projections as one matrix `gate_up` (one
+# product instead of two).
 
 # %%
 z = torch.linspace(-4, 4, 9)
@@ -154,6 +155,7 @@ per_block = {
     "SwiGLU (D=576, F=1536)": sum(p.numel() for p in mlp.parameters()),
 }
 print({k: f"{v:,}" for k, v in per_block.items()})
+assert per_block["GPT-2 MLP (D=576, 4D)"] == per_block["SwiGLU (D=576, F=1536)"]
 
 # %% [markdown]
 # ### 1.4 Rotary position embeddings (RoPE)
@@ -209,11 +211,13 @@ assert math.isclose(score(q_vec, k_vec, 5, 2), score(q_vec, k_vec, 105, 102), ab
 
 # %%
 distances = torch.arange(0, 2048)
+curves = {}
 fig, ax = plt.subplots(figsize=(8, 3.5))
 for base in (10_000.0, 100_000.0):
     cos, _ = rope_tables(64, 2048, base)
     # ones rotated to m and n: the score is the sum over pairs of cos((m - n) θ_i)
-    ax.plot(distances, cos.sum(dim=-1), label=f"base {base:,.0f}", linewidth=0.8)
+    curves[base] = cos.sum(dim=-1)
+    ax.plot(distances, curves[base], label=f"base {base:,.0f}", linewidth=0.8)
 ax.set(
     title="RoPE: query·key score of two equal vectors vs their distance (hs = 64)",
     xlabel="distance m − n (tokens)",
@@ -222,8 +226,10 @@ ax.set(
 )
 ax.legend()
 plt.show()
-cos, _ = rope_tables(64, 2048, SMOL.rope_base)
-assert math.isclose(float(cos[0].sum()), 64.0) and cos[1:].sum(-1).max() < 64
+far = {base: float(curve[100:1000].mean()) for base, curve in curves.items()}
+print("mean score at distances 100..999:", {f"{b:,.0f}": round(v, 1) for b, v in far.items()})
+assert all(math.isclose(float(c[0]), 64.0) and c[1:].max() < 64 for c in curves.values())
+assert far[100_000.0] > far[10_000.0]
 
 # %% [markdown]
 # ### 1.5 Grouped-query attention (GQA)
