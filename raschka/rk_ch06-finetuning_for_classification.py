@@ -381,8 +381,10 @@ assert diff < 1e-5
 
 # %% [markdown]
 # Now the real run: 5 epochs from the same start, with the cache (its vectors are
-# already computed). On a CPU with GPT-2 an epoch takes about one seventh of the
-# plain loop's time.
+# already computed). Measured on one CPU core: an epoch of GPT-2 124M (training and
+# evaluations) took 48 s of CPU time against 255 s for the plain loop, 5.3 times
+# less, after a one-off 180 s to fill the cache; SmolLM2, with 29 of its 30 blocks
+# cached, ran a training step in 1.2 s against 10.3 s.
 
 # %%
 optimizer = restart()
@@ -446,9 +448,11 @@ if base.pretrained and not SMOKE:
         assert all(abs(a - b) < 0.015 for a, b in zip(acc, (0.9721, 0.9732, 0.9567), strict=True))
 
 # %% [markdown]
-# With random weights (smoke mode's tiny model) and only the top trained, the
-# accuracy stays near chance: the frozen random blocks extract nothing useful. The
-# book's bonus table shows how much the pretraining is worth: GPT-2's architecture
+# SmolLM2-135M with the same recipe (one run, on a CPU): 97.02 / 96.64 / 93.67 %,
+# close to the book's GPT-2. With random weights (smoke mode's tiny model) and only
+# the top trained, the accuracy stays far lower: frozen random blocks still pass on
+# which tokens a message contains, but nothing a pretrained model knows about them.
+# The book's bonus table shows what the pretraining is worth: GPT-2's architecture
 # trained from random weights, *all* layers, reaches 93.67 % test accuracy, against
 # 95.67 % for the pretrained model with one block trained.
 #
@@ -459,7 +463,9 @@ if base.pretrained and not SMOKE:
 # context length is the number of positions the model has (`base.context_length`,
 # 1,024 for GPT-2). The book's `classify_review` reads it from
 # `pos_emb.weight.shape[1]`, which is the embedding *width* (768): harmless for SMS
-# messages, but it would cut longer texts at 768 tokens.
+# messages, but it would cut longer texts at 768 tokens. Two texts from the book;
+# GPT-2's classifier gets both right. A classifier that is right 94-97 % of the time
+# still misses a few: in our SmolLM2 run the first one came out "ham".
 
 # %%
 spam_text = (
@@ -469,7 +475,7 @@ ham_text = "Hey, just wanted to check if we're still on for dinner tonight? Let 
 answers = [C.classify(t, base, model, max_length=max_len) for t in (spam_text, ham_text)]
 print(answers)
 assert set(answers) <= set(C.LABELS)
-if base.pretrained and not SMOKE:
+if GPT2 and not SMOKE:
     assert answers == ["spam", "ham"]  # the book: "spam", "not spam"
 try:
     C.classify("", base, model)
