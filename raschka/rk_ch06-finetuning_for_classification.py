@@ -264,9 +264,9 @@ with torch.no_grad():
         changed = msg.clone()
         changed[0, j] = PAD if changed[0, j] != PAD else 0
         moved[:, j] = (model(changed) - ref).abs().amax(dim=-1)[0] > 0
-fig, ax = plt.subplots(figsize=(4, 3.5))
+fig, ax = plt.subplots(figsize=(4.5, 4))
 ax.imshow(moved, cmap="Greys")
-ax.set_title("Which outputs change when one input token changes")
+ax.set_title("Outputs that change (black)\nwhen one input token changes")
 ax.set_xlabel("changed input token j")
 ax.set_ylabel("output position i")
 fig.tight_layout()
