@@ -24,11 +24,12 @@
 # `load_classifier`). Used: `dlnotes.base`, `dlnotes.data`, `dlnotes.train`,
 # `dlnotes.generate`, `dlnotes.env`.
 #
-# Runtime: smoke mode (`DLNOTES_SMOKE=1`) takes seconds. Full mode trains 5 epochs:
-# with the prefix cache (section 6.7) a few minutes for GPT-2 on a laptop CPU and about
-# half an hour for SmolLM2 on two cores, under a minute on a GPU; the exercises then
-# train three more classifiers, two of them much more expensive (1,024-token inputs;
-# all layers), which is GPU work.
+# Runtime: smoke mode (`DLNOTES_SMOKE=1`) takes seconds. Full mode trains 5 epochs
+# with the prefix cache (section 6.7): up to the exercises about 10 minutes of CPU
+# time for GPT-2 or SmolLM2 on one core, half of it filling the cache once (measured:
+# SmolLM2, 9.7 CPU minutes), a minute or so on a GPU. The exercises then train three
+# more classifiers, two of them far more expensive (1,024-token inputs; all layers
+# trained, so nothing to cache): GPU work.
 
 # %%
 import itertools
