@@ -349,6 +349,11 @@ def test_history_bookkeeping(tokenizer):
         model, train_loader, val_loader, opt, epochs=3, max_steps=3, progress=False
     )
     assert len(short.step_loss) == 3 and len(short.train_acc) == 1
+    with pytest.raises(InputError, match="max_steps"):
+        C.train_classifier(model, train_loader, val_loader, opt, max_steps=0, progress=False)
+    C.set_trainable(model, "all")
+    with pytest.raises(InputError, match="nothing to cache"):
+        C.train_classifier(model, train_loader, val_loader, opt, cache=True, progress=False)
     C.set_trainable(model, "all")
     for p in model.parameters():
         p.requires_grad_(False)
