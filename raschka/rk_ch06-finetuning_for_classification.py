@@ -410,9 +410,10 @@ print(
 assert len(history.step_loss) == EPOCHS * 130 and history.examples_seen[0] == 8
 
 # %% [markdown]
-# The loss against the examples seen, and the accuracy after each epoch. With GPT-2
-# the training and validation losses fall together from about 2.5 to below 0.1 in the
-# first two epochs and the accuracy climbs above 95 %: no sign of overfitting.
+# The loss against the examples seen, and the accuracy after each epoch. In our
+# SmolLM2 run both losses fell together from about 1.6 to 0.2 within two epochs and
+# the validation accuracy passed 90 %; the validation loss follows the training loss,
+# so there is no sign of overfitting (the book's GPT-2 curves tell the same story).
 
 # %%
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
