@@ -13,7 +13,10 @@ ids may part from float32 ones after a near tie; the float32 ones must equal HF'
 
 Targets: ours cached >= 5x ours uncached, >= 1.0x HF cached; bfloat16 >= 1.5x HF; and
 against the memory-bandwidth bound (`dlnotes.roofline`: weight bytes per token over the
-measured read bandwidth) a roofline fraction >= 0.8.
+measured read bandwidth) a roofline fraction >= 0.8. Each bound line also gives the
+rate of the model's linear layers run alone on one row (`roofline.linear_seconds`):
+the gap between that and the bound is the matrix-vector kernels', the gap between
+it and the step is everything else in a step.
 """
 
 from __future__ import annotations
@@ -98,11 +101,18 @@ def main() -> None:
     for name, rate in rates.items():
         print(f"{name:<28}{rate:>9.1f}{rate / hf_rate:>7.2f}x{rate / uncached:>12.2f}x")
     bandwidth = roofline.read_bandwidth()
-    for name, like in (("ours cached", ours), ("ours cached, bf16 .to()", ours_bf16)):
+    twins = {  # the plain model of the same weight bytes per token
+        "ours cached": (ours, ours),
+        "ours cached, bf16 .to()": (ours_bf16, ours_bf16),
+        "ours cached, cpu_bfloat16": (ours_packed, ours_bf16),
+    }
+    for name, (model, like) in twins.items():
         bound = roofline.decode_bound(like, bandwidth)
+        products = 1 / roofline.linear_seconds(model)
         print(
             f"bound for {name}: {roofline.weight_bytes_per_token(like) / 1e6:.0f} MB of weights "
-            f"per token at {bandwidth / 1e9:.1f} GB/s = {bound:.1f} tokens/s; "
+            f"per token at {bandwidth / 1e9:.1f} GB/s = {bound:.1f} tokens/s "
+            f"(its linear layers alone: {products:.1f}); "
             + roofline.fraction_line(rates[name], bound)
         )
     reference = hf_generate()

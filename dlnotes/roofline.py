@@ -107,6 +107,27 @@ def decode_bound(model: nn.Module, bandwidth: float) -> float:
     return bandwidth / weight_bytes_per_token(model)
 
 
+def linear_seconds(model: nn.Module, repeats: int = 5) -> float:
+    """Seconds the model's linear layers alone take on one row each, as in one batch-1
+    decoding step: its matrix-vector products without anything between them.
+
+    Any module with ``in_features`` counts (`dlnotes.cpu_inference`'s packed layers too).
+    """
+    layers = [m for m in model.modules() if hasattr(m, "in_features")]
+    like = next(p for p in [*model.parameters(), *model.buffers()] if p.is_floating_point())
+    inputs = {
+        m.in_features: torch.randn(1, 1, m.in_features, dtype=like.dtype, device=like.device)
+        for m in layers
+    }
+
+    @torch.inference_mode()
+    def products() -> None:
+        for m in layers:
+            m(inputs[m.in_features])
+
+    return best_time(products, repeats=repeats, device=like.device)
+
+
 def training_matmuls(model: nn.Module, batch: int, context: int) -> Counter[tuple[int, ...]]:
     """The (batch, m, k, n) matrix products of one forward and backward pass of a GPT-like
     model at `batch` x `context` tokens, counted: each trainable linear layer's forward

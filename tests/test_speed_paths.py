@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from dlnotes import fastpath, losses
+from dlnotes import fastpath, losses, roofline
 from dlnotes.errors import InputError
 from dlnotes.gpt import GPT, GPTConfig, dropout
 from dlnotes.losses import next_token_loss
@@ -128,3 +128,23 @@ def test_compiled_training_steps_give_the_eager_losses(monkeypatch):
 def test_compile_must_be_a_flag():
     with pytest.raises(InputError, match="compile must be True or False"):
         run(compile="yes")  # type: ignore[arg-type]
+
+
+def test_optimizer_floor_counts_each_trainable_parameter_once():
+    model = GPT(GPTConfig.tiny(tie_weights=True))
+    model.wpe.requires_grad_(False)  # frozen: AdamW does not touch it
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable < sum(p.numel() for p in model.parameters())
+    assert roofline.optimizer_seconds(model, 1e9) == pytest.approx(28 * trainable / 1e9)
+
+
+def test_linear_seconds_runs_every_linear_layer_on_one_row(monkeypatch):
+    model = GPT(GPTConfig.tiny())
+    seen: list[tuple[int, ...]] = []
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            m.register_forward_hook(lambda mod, args, out: seen.append(tuple(args[0].shape)))
+    monkeypatch.setattr(roofline, "best_time", lambda fn, repeats, device: (fn(), 0.5)[1])
+    assert roofline.linear_seconds(model) == 0.5
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert seen == [(1, 1, m.in_features) for m in layers]
