@@ -8,8 +8,11 @@ bfloat16. Ours in bfloat16 two ways: ``model.to(torch.bfloat16)`` and
 
 At batch 1 each new token reads every weight once and does two flops per weight, so
 the speed limit is memory bandwidth: bound = measured read bandwidth / weight bytes per
-token. The bandwidth is timed on the same threads, summing a 1 GiB tensor (a read that
-streams from memory, as the weights do: 538 MB in float32 do not fit in any cache).
+token (`dlnotes.roofline`). The bandwidth is timed on the same threads, in turn with the
+runs, summing a 512 MiB tensor (a read that streams from memory, as the weights do: 538
+MB in float32 fit in no cache). "linears alone" is the rate of the model's linear layers
+run on one row each with nothing between them: the gap from it to the bound is the
+matrix-vector kernels', the gap from the tokens/s to it is everything else in a step.
 
     python benchmarks/llama.py              # 64 new tokens, all threads
     python benchmarks/llama.py --quick      # 16 new tokens (also with DLNOTES_SMOKE=1)
@@ -32,7 +35,7 @@ from collections.abc import Callable
 import torch
 import transformers
 
-from dlnotes import env
+from dlnotes import env, roofline
 from dlnotes.cpu_inference import cpu_bfloat16
 from dlnotes.generate import generate
 from dlnotes.llama import load_smollm2, smollm2_gguf
@@ -57,27 +60,6 @@ def timed(load: Callable[[], object]) -> tuple[object, float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     out = load()
     return out, time.perf_counter() - wall, time.process_time() - cpu
-
-
-def read_sum(nbytes: int = 1 << 30) -> tuple[Callable[[], object], int]:
-    """A run that reads `nbytes` once (summing a float32 tensor), and that byte count."""
-    x = torch.ones(nbytes // 4)
-    return x.sum, nbytes
-
-
-def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the matrices one decoding step reads: every linear layer's weight (the
-    tied output head included) or its prepacked copy. The embedding lookup reads one row
-    and the norms a few vectors: left out."""
-    total, seen = 0, set()
-    for module in model.modules():
-        weight = getattr(module, "packed", None)  # cpu_inference.PackedLinear
-        if isinstance(module, torch.nn.Linear):
-            weight = module.weight
-        if isinstance(weight, torch.Tensor) and id(weight) not in seen:  # a tied head once
-            seen.add(id(weight))
-            total += weight.numel() * weight.element_size()
-    return total
 
 
 def main() -> None:
@@ -144,27 +126,39 @@ def main() -> None:
     variants["ours bfloat16 .to()"] = (half, lambda: generate(half, prompt, n))
     variants["ours cpu_bfloat16"] = (packed, lambda: generate(packed, prompt, n))
     # The bandwidth is timed in turn with the runs, so that both see the same machine.
-    read, nbytes = read_sum()
-    runs = {k: run for k, (_, run) in variants.items()} | {"read": read}
+    bandwidths: list[float] = []
+    runs = {k: run for k, (_, run) in variants.items()}
+    runs["read"] = lambda: bandwidths.append(roofline.read_bandwidth())
     seconds = best_seconds(runs, args.repeats)
-    bandwidth = nbytes / seconds.pop("read")
-    print(f"read bandwidth (sum of a 1 GiB tensor): {bandwidth / 1e9:.1f} GB/s")
-    print(f"{'decode':<28}{'tokens/s':>9}{'vs HF':>8}{'MB/token':>10}{'bound':>8}{'of bound':>10}")
+    del seconds["read"]
+    bandwidth = max(bandwidths)
+    print(f"read bandwidth (dlnotes.roofline, sum of 512 MiB): {bandwidth / 1e9:.1f} GB/s")
+    print(
+        f"{'decode':<28}{'tokens/s':>9}{'vs HF':>8}{'MB/token':>10}{'bound':>8}"
+        f"{'of bound':>10}{'linears alone':>15}"
+    )
     rates = {name: n / s for name, s in seconds.items()}
     fractions = {}
     for name, (model, _) in variants.items():
-        per_token = weight_bytes(model)
+        like = half if name == "ours cpu_bfloat16" else model  # its plain twin's bytes
+        per_token = roofline.weight_bytes_per_token(like)
         bound = bandwidth / per_token
         fractions[name] = rates[name] / bound
+        products = 1 / roofline.linear_seconds(model)
         hf_name = "transformers bfloat16" if "bfloat16" in name else "transformers float32"
         print(
             f"{name:<28}{rates[name]:>9.1f}{rates[name] / rates[hf_name]:>7.2f}x"
-            f"{per_token / 1e6:>10.0f}{bound:>8.1f}{fractions[name]:>9.0%}"
+            f"{per_token / 1e6:>10.0f}{bound:>8.1f}{fractions[name]:>9.0%}{products:>15.1f}"
         )
     ref = hf_run(hf)()
     same = torch.equal(generate(ours, prompt, n), ref)
     print(f"ours float32 ids = transformers float32 ids: {same}")
-    print(f"roofline fraction: {fractions['ours float32']:.2f}")
+    print(
+        "ours float32, "
+        + roofline.fraction_line(
+            rates["ours float32"], bandwidth / (roofline.weight_bytes_per_token(ours))
+        )
+    )
 
 
 if __name__ == "__main__":
