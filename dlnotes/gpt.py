@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -256,36 +257,44 @@ def check_token_ids(
         raise InputError(f"{what} token id {bad} is outside the vocabulary 0..{vocab_size - 1}")
 
 
-class GPT(nn.Module):
-    """Token + position embeddings, `n_layers` blocks, a final norm and a linear head to logits."""
+class DecoderLM(nn.Module):
+    """What GPT and Llama share: a KV cache per block, checked input, `forward` as
+    ``embed`` -> blocks in ``h`` -> ``head``, and a parameter count.
 
-    def __init__(self, cfg: GPTConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.wte = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
-        self.wpe = nn.Embedding(cfg.context_length, cfg.emb_dim)
-        self.drop = nn.Dropout(cfg.drop_rate)
-        self.h = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
-        self.ln_f = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
-        self.lm_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
-        if cfg.tie_weights:
-            # One (V, D) matrix both looks tokens up and scores them (38.6M fewer at 124M).
-            self.lm_head.weight = self.wte.weight
+    A subclass sets ``cfg`` (with ``vocab_size``, ``context_length``, ``tie_weights``),
+    ``wte``, ``h``, ``ln_f``, ``lm_head`` and defines `embed`, `kv_heads` and `head_dim`.
+    """
+
+    cfg: Any  # GPTConfig, LlamaConfig
+    wte: nn.Embedding
+    h: nn.ModuleList
+    ln_f: nn.Module
+    lm_head: nn.Linear
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads a cache stores per block."""
+        raise NotImplementedError
+
+    @property
+    def head_dim(self) -> int:
+        raise NotImplementedError
+
+    def embed(self, idx: Tensor, start: int = 0) -> Tensor:
+        raise NotImplementedError
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:
         """Empty preallocated KV caches (one per block) on the model's device and dtype."""
-        max_len = self.cfg.context_length if max_len is None else max_len
-        if not 1 <= max_len <= self.cfg.context_length:
-            raise InputError(
-                f"cache length must be in 1..{self.cfg.context_length} (the context), got {max_len}"
-            )
+        ctx = self.cfg.context_length
+        max_len = ctx if max_len is None else max_len
+        if isinstance(max_len, bool) or not isinstance(max_len, int) or not 1 <= max_len <= ctx:
+            raise InputError(f"cache length must be in 1..{ctx} (the context), got {max_len!r}")
         like = self.wte.weight
-        head_dim = self.cfg.emb_dim // self.cfg.n_heads
         return [
             KVCache(
                 batch_size,
-                self.cfg.n_heads,
-                head_dim,
+                self.kv_heads,
+                self.head_dim,
                 max_len,
                 device=like.device,
                 dtype=like.dtype,
@@ -323,15 +332,6 @@ class GPT(nn.Module):
             x = x[:, -1:]  # (B, 1, D)
         return self.head(x)
 
-    def embed(self, idx: Tensor, start: int = 0) -> Tensor:
-        """(B, T) ids at positions ``start..start+T-1`` -> (B, T, D) input of the first block.
-
-        With `head` and the blocks in `h`, this splits `forward` into parts, so a caller
-        can run a frozen bottom of the model once and reuse its output (ch06).
-        """
-        pos = torch.arange(start, start + idx.shape[1], device=idx.device)
-        return dropout(self.drop, self.wte(idx) + self.wpe(pos))
-
     def head(self, x: Tensor) -> Tensor:
         """(B, T, D) output of the last block -> (B, T, V) logits: final norm, output layer."""
         return self.lm_head(self.ln_f(x))
@@ -342,3 +342,37 @@ class GPT(nn.Module):
         if not count_head and not self.cfg.tie_weights:
             total -= self.lm_head.weight.numel()
         return total
+
+
+class GPT(DecoderLM):
+    """Token + position embeddings, `n_layers` blocks, a final norm and a linear head to logits."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
+        self.wpe = nn.Embedding(cfg.context_length, cfg.emb_dim)
+        self.drop = nn.Dropout(cfg.drop_rate)
+        self.h = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
+        self.lm_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        if cfg.tie_weights:
+            # One (V, D) matrix both looks tokens up and scores them (38.6M fewer at 124M).
+            self.lm_head.weight = self.wte.weight
+
+    @property
+    def kv_heads(self) -> int:
+        return self.cfg.n_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.cfg.emb_dim // self.cfg.n_heads
+
+    def embed(self, idx: Tensor, start: int = 0) -> Tensor:
+        """(B, T) ids at positions ``start..start+T-1`` -> (B, T, D) input of the first block.
+
+        With `head` and the blocks in `h`, this splits `forward` into parts, so a caller
+        can run a frozen bottom of the model once and reuse its output (ch06).
+        """
+        pos = torch.arange(start, start + idx.shape[1], device=idx.device)
+        return dropout(self.drop, self.wte(idx) + self.wpe(pos))

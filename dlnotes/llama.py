@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from dlnotes import data
 from dlnotes.attention import KVCache
 from dlnotes.errors import CheckpointError, DataError, InputError, require_int
-from dlnotes.gpt import check_token_ids
+from dlnotes.gpt import DecoderLM
 
 if TYPE_CHECKING:
     from dlnotes.llama_tokenizer import LlamaTokenizer
@@ -291,7 +291,7 @@ class LlamaBlock(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class Llama(nn.Module):
+class Llama(DecoderLM):
     """Token embedding, `n_layers` blocks, a final RMSNorm and a linear head to logits."""
 
     def __init__(self, cfg: LlamaConfig) -> None:
@@ -311,72 +311,19 @@ class Llama(nn.Module):
         if cfg.tie_weights:
             self.lm_head.weight = self.wte.weight
 
-    def new_cache(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:
-        """Empty preallocated KV caches (one per block) holding the K key/value heads only."""
-        max_len = self.cfg.context_length if max_len is None else max_len
-        if (
-            isinstance(max_len, bool)
-            or not isinstance(max_len, int)
-            or not (1 <= max_len <= self.cfg.context_length)
-        ):
-            raise InputError(
-                f"cache length must be in 1..{self.cfg.context_length} (the context), got {max_len}"
-            )
-        like = self.wte.weight
-        return [
-            KVCache(
-                batch_size,
-                self.cfg.n_kv_heads,
-                self.cfg.head_dim,
-                max_len,
-                device=like.device,
-                dtype=like.dtype,
-            )
-            for _ in self.h
-        ]
+    @property
+    def kv_heads(self) -> int:
+        """Only the K key/value heads are cached: grouped-query attention's saving."""
+        return self.cfg.n_kv_heads
 
-    def _check(self, idx: Tensor, start: int) -> None:
-        on_cpu = not isinstance(idx, Tensor) or idx.device.type == "cpu"
-        check_token_ids(idx, self.cfg.vocab_size, what="input", check_range=on_cpu)
-        if start + idx.shape[1] > self.cfg.context_length:
-            raise InputError(
-                f"{start + idx.shape[1]} positions ({start} cached + {idx.shape[1]} new) exceed "
-                f"the context length {self.cfg.context_length}; crop the input to the last "
-                f"{self.cfg.context_length} tokens"
-            )
-
-    def forward(
-        self, idx: Tensor, cache: list[KVCache] | None = None, *, last_only: bool = False
-    ) -> Tensor:
-        """(B, T) token ids -> (B, T, V) logits, or (B, 1, V) with `last_only`.
-
-        With `cache` (from `new_cache`), `idx` holds only the new tokens, placed after
-        the cached ones.
-        """
-        start = cache[0].pos if cache else 0
-        self._check(idx, start)
-        x = self.embed(idx, start)
-        for i, block in enumerate(self.h):
-            x = block(x, cache[i] if cache else None)
-        if last_only:
-            x = x[:, -1:]  # (B, 1, D): generation needs the next token only
-        return self.head(x)
+    @property
+    def head_dim(self) -> int:
+        return self.cfg.head_dim
 
     def embed(self, idx: Tensor, start: int = 0) -> Tensor:
         """(B, T) ids -> (B, T, D) input of the first block. `start` is accepted for GPT's
         surface; positions enter through RoPE inside attention, not here."""
         return self.wte(idx)
-
-    def head(self, x: Tensor) -> Tensor:
-        """(B, T, D) output of the last block -> (B, T, V) logits: final norm, output layer."""
-        return self.lm_head(self.ln_f(x))
-
-    def num_parameters(self, *, count_head: bool = True) -> int:
-        """Parameters, a shared tensor counted once; `count_head=False` drops an untied head."""
-        total = sum(p.numel() for p in self.parameters())
-        if not count_head and not self.cfg.tie_weights:
-            total -= self.lm_head.weight.numel()
-        return total
 
 
 # --- weights ---------------------------------------------------------------------------
