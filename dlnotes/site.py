@@ -89,7 +89,9 @@ def _title_and_summary(nb: dict) -> tuple[str, str]:
             if title and para and not para.startswith(("#", "Source")):
                 flat = " ".join(para.split())
                 summary = re.split(r"(?<=[.!?])\s", flat, maxsplit=1)[0]
-                return title, summary[:220]
+                if len(summary) > 200:
+                    summary = summary[: summary.rfind(" ", 0, 200)] + " …"
+                return title, summary
     return title, summary
 
 
@@ -231,6 +233,13 @@ def render(nb: dict, nav: str, title: str) -> str:
     return body.replace("</body>", nav + "\n" + _TOGGLE + "\n</body>", 1)
 
 
+def _inline(text: str) -> str:
+    """A line of markdown as HTML: escaped, with its `code` and *emphasis* kept."""
+    out = html.escape(text, quote=False)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", out)
+
+
 def _index(chapters: list[Chapter]) -> str:
     rows = []
     for folder, part in PARTS.items():
@@ -240,7 +249,7 @@ def _index(chapters: list[Chapter]) -> str:
         rows.append(f"<h2>{html.escape(part)}</h2>\n<ol>")
         for c in items:
             rows.append(
-                f'<li><a href="{c.page}">{html.escape(c.title)}</a> — {html.escape(c.summary)}'
+                f'<li><a href="{c.page}">{html.escape(c.title)}</a> — {_inline(c.summary)}'
                 f' <span class="meta">({c.mode}, {c.seconds:.1f} s; '
                 f'<a href="../../{c.script}">{html.escape(c.script)}</a>)</span></li>'
             )
