@@ -24,9 +24,10 @@
 # works offline; a tiny random GPT in smoke mode (`DLNOTES_SMOKE=1`). `$DLNOTES_BASE`
 # picks one by name.
 #
-# Runtime: full mode trains two classifiers for 5 epochs each. On a 2-core CPU with
-# bf16 matrix units (AMX) the LoRA run on SmolLM2 takes about half an hour, the
-# last-block run a few minutes; on a GPU both take a minute or two. Smoke mode takes
+# Runtime: full mode trains two classifiers for 5 epochs each. On a busy 2-core CPU
+# with bf16 matrix units (AMX) one LoRA epoch on SmolLM2 took 13 minutes and one
+# last-block epoch under 2 (with more threads than free cores, use
+# `OMP_NUM_THREADS=1`); on a GPU both runs take a minute or two. Smoke mode takes
 # seconds.
 
 # %%
@@ -394,7 +395,7 @@ lora_acc = accuracies(model)
 print(f"LoRA: {lora_seconds:,.0f} s;", "train {:.2%}, val {:.2%}, test {:.2%}".format(*lora_acc))
 assert all(math.isfinite(x) for x in lora_history.step_loss)
 if not SMOKE and base.pretrained:
-    assert lora_acc[2] > 0.85  # the book (GPT-2, repository): 99.81 / 97.99 / 96.67 %
+    assert lora_acc[2] > 0.9  # the book (GPT-2, repository): 99.81 / 97.99 / 96.67 %
 
 # %% [markdown]
 # ## E.6 Scaling by alpha / rank, and by alpha
@@ -569,6 +570,18 @@ plt.show()
 # - In exchange LoRA adapts every layer, which usually gives the better classifier.
 #   The book's GPT-2 numbers: last block 97.21 / 97.32 / 95.67 %, LoRA 99.81 / 97.99 /
 #   96.67 % (train / val / test).
+#
+# On SmolLM2-135M, one epoch of each (bf16 autocast, a shared 2-core CPU, one thread)
+# gave:
+#
+# | method | trainable | train | val | test | time | grads + AdamW | activations |
+# |---|---:|---:|---:|---:|---:|---:|---:|
+# | LoRA r = 16, all layers | 4,893,728 | 98.56 % | 97.99 % | 97.33 % | 771 s | 56 MB | 882 MB |
+# | last block (ch. 6) | 3,541,826 | 89.33 % | 91.95 % | 89.67 % | 95 s | 41 MB | 40 MB |
+#
+# (weights 513 MB, plus 19 MB of adapters), and before training 52.50 / 55.00 /
+# 51.25 % on 10 batches each. After a single epoch LoRA is already at the book's
+# level; the last block at learning rate 5e-5 needs chapter 6's five epochs.
 
 # %% [markdown]
 # ## Summary
