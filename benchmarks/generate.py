@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
-from collections.abc import Callable
 
 import torch
 import transformers
@@ -33,22 +31,6 @@ from dlnotes import env, roofline
 from dlnotes.cpu_inference import cpu_bfloat16
 from dlnotes.generate import generate
 from dlnotes.gpt2_weights import config_from_hf, convert_hf_state_dict, model_from_state_dict
-
-
-def best_seconds(
-    runs: dict[str, Callable[[], torch.Tensor]], repeats: int, warm_up: bool = True
-) -> dict[str, float]:
-    """Best wall time of each run; the runs take turns, so a busy spell on a shared
-    machine slows all of them rather than one."""
-    best = {name: float("inf") for name in runs}
-    for run in runs.values() if warm_up else ():
-        run()
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 def main() -> None:
@@ -89,11 +71,11 @@ def main() -> None:
         "ours cached, bf16 .to()": lambda: generate(ours_bf16, prompt, n),
         "ours cached, cpu_bfloat16": lambda: generate(ours_packed, prompt, n),
     }
-    seconds = best_seconds(runs, args.repeats)
+    seconds = roofline.best_seconds(runs, args.repeats)
     # Each uncached step re-encodes the whole sequence: the slow one, so no warm-up run
     # (the cached runs have warmed up the same kernels) and two tries.
     uncached = {"ours uncached": lambda: generate(ours, prompt, n, use_cache=False)}
-    seconds.update(best_seconds(uncached, 2, warm_up=False))
+    seconds.update(roofline.best_seconds(uncached, 2, warm_up=False))
 
     rates = {name: n / s for name, s in seconds.items()}
     hf_rate, uncached = rates["HF generate, cached"], rates["ours uncached"]

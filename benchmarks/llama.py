@@ -41,20 +41,6 @@ from dlnotes.generate import generate
 from dlnotes.llama import load_smollm2, smollm2_gguf
 
 
-def best_seconds(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Best wall time of each run after one warm-up; the runs take turns, so a busy spell
-    on a shared machine slows all of them rather than one."""
-    best = {name: float("inf") for name in runs}
-    for run in runs.values():
-        run()
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
-
-
 def timed(load: Callable[[], object]) -> tuple[object, float, float]:
     """(result, wall seconds, CPU seconds of this process) of one call."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -129,7 +115,7 @@ def main() -> None:
     bandwidths: list[float] = []
     runs = {k: run for k, (_, run) in variants.items()}
     runs["read"] = lambda: bandwidths.append(roofline.read_bandwidth())
-    seconds = best_seconds(runs, args.repeats)
+    seconds = roofline.best_seconds(runs, args.repeats)
     del seconds["read"]
     bandwidth = max(bandwidths)
     print(f"read bandwidth (dlnotes.roofline, sum of 512 MiB): {bandwidth / 1e9:.1f} GB/s")

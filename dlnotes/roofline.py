@@ -43,6 +43,24 @@ def best_time(
     return best
 
 
+def best_seconds(
+    runs: dict[str, Callable[[], object]], repeats: int, warm_up: bool = True
+) -> dict[str, float]:
+    """Best wall time of each of `runs` over `repeats` rounds (after one warm-up round).
+
+    The runs take turns, so a busy spell on a shared machine slows all of them rather
+    than one, and their ratios stay meaningful."""
+    best = {name: float("inf") for name in runs}
+    for run in runs.values() if warm_up else ():
+        run()
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
 def read_bandwidth(
     nbytes: int = 1 << 29, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> float:
