@@ -8,7 +8,7 @@ machine does at its limit, measured in the same run, travels between machines.
 * A training step is bound by its matrix products: each one of the step is timed
   alone, at its real shape and dtype, and their times are added up. Its optimizer
   step is bound by memory (AdamW reads and writes 28 bytes per parameter) and adds
-  its own floor after them.
+  its own time (its step timed alone too) after them.
 
 Used by ``benchmarks/generate.py``, ``benchmarks/pretrain.py`` and ``benchmarks/llama.py``.
 """
@@ -74,31 +74,18 @@ def read_bandwidth(
     return x.numel() * x.element_size() / seconds
 
 
-def copy_bandwidth(
-    nbytes: int = 1 << 28, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
-) -> float:
-    """Bytes per second the device moves when it reads one large tensor and writes another
-    (a copy of 256 MiB by default; both bytes read and bytes written count)."""
-    device = torch.device(device)
-    n = nbytes // torch.tensor([], dtype=dtype).element_size()
-    src = torch.ones(n, dtype=dtype, device=device)
-    dst = torch.empty_like(src)
-    seconds = best_time(lambda: dst.copy_(src), repeats=5, device=device)
-    return 2 * src.numel() * src.element_size() / seconds
-
-
-ADAMW_BYTES = 28  # per float32 parameter: reads value, grad, both moments; writes three back
-
-
-def optimizer_seconds(model: nn.Module, bandwidth: float) -> float:
-    """Seconds an AdamW step cannot beat at `bandwidth` bytes/s (see `copy_bandwidth`).
-
-    A step does ~15 FLOPs per parameter but moves `ADAMW_BYTES` of state through
-    memory, so even fused it is bound by memory; it comes after the matrix products of
-    the step and adds to their time.
-    """
+def optimizer_seconds(model: nn.Module, fused: bool = True, repeats: int = 3) -> float:
+    """Seconds one AdamW step over the model's trainable parameters takes alone (fused
+    where the device runs it): a step does ~15 FLOPs per parameter but moves 28 bytes
+    of state, so it is bound by memory and adds its own time after the matrix products.
+    Timed on one flat tensor of as many parameters (its traffic is the same)."""
     trainable = {id(p): p for p in model.parameters() if p.requires_grad}
-    return sum(ADAMW_BYTES * p.numel() for p in trainable.values()) / bandwidth
+    like = next(iter(trainable.values()))
+    n = sum(p.numel() for p in trainable.values())
+    param = torch.zeros(n, device=like.device, requires_grad=True)
+    param.grad = torch.full_like(param, 1e-3)
+    opt = torch.optim.AdamW([param], lr=1e-4, weight_decay=0.1, fused=fused or None)
+    return best_time(opt.step, repeats=repeats, device=like.device)
 
 
 def weight_bytes_per_token(model: nn.Module) -> int:
@@ -179,14 +166,33 @@ def matmul_seconds(
     shapes: Counter[tuple[int, ...]],
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    repeats: int = 10,
 ) -> float:
-    """Seconds the products in `shapes` take when each runs alone at its shape."""
+    """Seconds the products in `shapes` take when each runs alone at its shape (best of
+    `repeats`)."""
     device = torch.device(device)
     total = 0.0
     for (bt, m, k, n), count in shapes.items():
-        a = torch.randn(bt, m, k, device=device, dtype=dtype)
-        b = torch.randn(bt, k, n, device=device, dtype=dtype)
-        total += count * best_time(lambda a=a, b=b: torch.bmm(a, b), repeats=3, device=device)
+        if bt == 1:
+            # One product is a plain `mm`, as a linear layer runs it (a batch of one through
+            # `bmm` can take a slower kernel). The kernel, and so the speed, can depend on
+            # whether the right factor is stored as (k, n) or transposed (as a weight, or
+            # attention's keys, are): the faster layout counts, as what the machine can
+            # do at that shape.
+            a = torch.randn(m, k, device=device, dtype=dtype)
+            right = torch.randn(k, n, device=device, dtype=dtype)
+            weight = torch.randn(n, k, device=device, dtype=dtype)
+            runs = [lambda a=a, b=right: torch.mm(a, b), lambda a=a, w=weight: torch.mm(a, w.t())]
+        else:
+            a = torch.randn(bt, m, k, device=device, dtype=dtype)
+            right = torch.randn(bt, k, n, device=device, dtype=dtype)
+            keys = torch.randn(bt, n, k, device=device, dtype=dtype)  # as q @ k^T reads k
+            runs = [
+                lambda a=a, b=right: torch.bmm(a, b),
+                lambda a=a, t=keys: torch.bmm(a, t.transpose(1, 2)),
+            ]
+        # Many repeats: a product of a millisecond is easily caught by another process.
+        total += count * min(best_time(run, repeats, device) for run in runs)
     return total
 
 

@@ -130,12 +130,22 @@ def test_compile_must_be_a_flag():
         run(compile="yes")  # type: ignore[arg-type]
 
 
-def test_optimizer_floor_counts_each_trainable_parameter_once():
+def test_optimizer_time_is_one_adamw_step_over_the_trainable_parameters(monkeypatch):
     model = GPT(GPTConfig.tiny(tie_weights=True))
     model.wpe.requires_grad_(False)  # frozen: AdamW does not touch it
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert trainable < sum(p.numel() for p in model.parameters())
-    assert roofline.optimizer_seconds(model, 1e9) == pytest.approx(28 * trainable / 1e9)
+    stepped: list[torch.Tensor] = []
+
+    def once(fn, repeats, device):
+        fn()
+        stepped.extend(fn.__self__.param_groups[0]["params"])
+        return 0.25
+
+    monkeypatch.setattr(roofline, "best_time", once)
+    assert roofline.optimizer_seconds(model, fused=False) == 0.25
+    (param,) = stepped
+    assert param.numel() == trainable and param.abs().sum() > 0  # one real step was taken
 
 
 def test_linear_seconds_runs_every_linear_layer_on_one_row(monkeypatch):
