@@ -76,6 +76,21 @@ def test_dlnotes_device_variable_is_honoured(monkeypatch: pytest.MonkeyPatch) ->
 SMOKE_PROBE = "import dlnotes.env as e; print(e.SMOKE, e.choose(full='full', smoke='smoke'))"
 
 
+def run_with(code: str, variable: str, value: str | None) -> str:
+    """Stdout of `code` in a fresh interpreter with `variable` set to `value` (or unset)."""
+    child_env = {k: v for k, v in os.environ.items() if k != variable}
+    if value is not None:
+        child_env[variable] = value
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+
+
 @pytest.mark.parametrize(
     ("value", "smoke"),
     [
@@ -92,17 +107,7 @@ SMOKE_PROBE = "import dlnotes.env as e; print(e.SMOKE, e.choose(full='full', smo
     ],
 )
 def test_smoke_mode_is_read_from_dlnotes_smoke(value: str | None, smoke: bool) -> None:
-    child_env = {k: v for k, v in os.environ.items() if k != "DLNOTES_SMOKE"}
-    if value is not None:
-        child_env["DLNOTES_SMOKE"] = value
-    out = subprocess.run(
-        [sys.executable, "-c", SMOKE_PROBE],
-        env=child_env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
+    out = run_with(SMOKE_PROBE, "DLNOTES_SMOKE", value)
     assert out.split() == [str(smoke), "smoke" if smoke else "full"]
 
 
@@ -167,17 +172,7 @@ print(getattr(sys.excepthook, "_dlnotes", False))
 def test_error_hook_only_where_a_script_asks(traceback: str | None, hooked: bool) -> None:
     """Importing the library leaves sys.excepthook alone; the banner installs the one-line
     hook, unless DLNOTES_TRACEBACK=1 asks for full tracebacks."""
-    child_env = {k: v for k, v in os.environ.items() if k != "DLNOTES_TRACEBACK"}
-    if traceback is not None:
-        child_env["DLNOTES_TRACEBACK"] = traceback
-    out = subprocess.run(
-        [sys.executable, "-c", HOOK_PROBE],
-        env=child_env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
+    out = run_with(HOOK_PROBE, "DLNOTES_TRACEBACK", traceback)
     assert out.split() == ["True", str(hooked)]
 
 
