@@ -24,7 +24,9 @@ from typing import IO, Any
 STALE_AFTER = 3600.0
 SUFFIXES = (".tmp", ".part")
 # ".<target name>.<mkstemp's 8 random characters><suffix>", as `atomic_write` names them.
-_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.(?:tmp|part)$")
+_TEMPORARY = re.compile(
+    r"^\..+\.[a-z0-9_]{8}(?:" + "|".join(re.escape(s) for s in SUFFIXES) + r")$"
+)
 
 
 def remove_stale(folder: str | Path, older_than: float = STALE_AFTER) -> list[Path]:

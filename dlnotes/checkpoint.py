@@ -211,14 +211,19 @@ def save_checkpoint(
     return path
 
 
+def load_failure(exc: BaseException) -> str:
+    """Why ``torch.load`` failed, in one line: the first sentence of its message (an
+    empty file gives an EOFError with none, then the exception's name)."""
+    return (str(exc).strip().split(". ")[0].splitlines() or [type(exc).__name__])[0]
+
+
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
-        # The first sentence of torch's message; an empty file gives an EOFError with none.
-        reason = (str(exc).strip().split(". ")[0].splitlines() or [type(exc).__name__])[0]
+        reason = load_failure(exc)
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated or corrupted?): {reason}"
         ) from None
@@ -287,13 +292,14 @@ def load_checkpoint(
     if problem:
         raise CheckpointError(f"checkpoint {path} does not fit this model: {problem}")
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler)):
-        if obj is not None and payload[name] is None:
+        if obj is None:
+            continue
+        if payload[name] is None:
             raise CheckpointError(f"checkpoint {path} holds no {name} state to resume from")
-    # Another optimizer's state loads without complaint and fails at the next step
-    # (AdamW's into SGD: KeyError 'momentum'); another scheduler's gives wrong rates.
-    for name, obj in (("optimizer", optimizer), ("scheduler", scheduler)):
+        # Another optimizer's state loads without complaint and fails at the next step
+        # (AdamW's into SGD: KeyError 'momentum'); another scheduler's gives wrong rates.
         saved_class = payload.get(f"{name}_class")
-        if obj is not None and saved_class not in (None, type(obj).__name__):
+        if saved_class not in (None, type(obj).__name__):
             raise CheckpointError(
                 f"checkpoint {path} holds the state of a {saved_class} {name}, this one is "
                 f"{type(obj).__name__}: make the {name} the run was saved with"

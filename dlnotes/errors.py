@@ -11,7 +11,6 @@ dlnotes leaves the interpreter's error handling alone.
 from __future__ import annotations
 
 import numbers
-import os
 import sys
 from types import TracebackType
 
@@ -59,7 +58,9 @@ def install_error_hook() -> bool:
     ``DLNOTES_TRACEBACK=1`` keeps full tracebacks (for debugging the library itself).
     Returns whether the hook is installed.
     """
-    if os.environ.get("DLNOTES_TRACEBACK", "").strip().lower() in {"1", "true", "yes", "on"}:
+    from dlnotes.env import flag  # env imports this module: import it when called
+
+    if flag("DLNOTES_TRACEBACK"):
         return False
     previous = sys.excepthook
     if getattr(previous, "_dlnotes", False):

@@ -20,11 +20,6 @@ GENERIC_CPU: bool = flag("DLNOTES_GENERIC_CPU")
 RESULTS: dict[str, bool] = {}
 
 
-def generic_cpu() -> bool:
-    """True when ``DLNOTES_GENERIC_CPU`` asks for the plain path everywhere on the CPU."""
-    return GENERIC_CPU
-
-
 def available(name: str, probe: Callable[[], object], *, cpu: bool = True) -> bool:
     """Whether the fast path `name` works here: `probe()` ran without raising.
 

@@ -74,8 +74,12 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _device_of(model: nn.Module) -> torch.device:
+def device_of(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (where its inputs must go)."""
     return next(model.parameters()).device
+
+
+IGNORE = -100  # F.cross_entropy's ignore_index: padding positions that the loss skips
 
 
 def _check_targets(targets: object, inputs: Tensor, logits: Tensor) -> None:
@@ -91,24 +95,22 @@ def _check_targets(targets: object, inputs: Tensor, logits: Tensor) -> None:
     # Only where the ids still are on the CPU: a check on a GPU tensor waits for the GPU.
     if targets.device.type == "cpu" and targets.numel():
         vocab = logits.shape[-1]
-        # -100, cross_entropy's ignore_index, marks padding that the loss skips.
-        bad = targets[((targets < 0) & (targets != -100)) | (targets >= vocab)]
+        bad = targets[((targets < 0) & (targets != IGNORE)) | (targets >= vocab)]
         if bad.numel():
             raise InputError(
                 f"target token id {int(bad[0])} is outside the vocabulary 0..{vocab - 1} "
-                "(and is not -100, the id the loss ignores)"
+                f"(and is not {IGNORE}, the id the loss ignores)"
             )
 
 
 def batch_loss(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
     """Mean cross-entropy of the model's next-token logits (B, T, V) against targets (B, T)."""
-    device = _device_of(model)
+    device = device_of(model)
     logits = model(inputs.to(device, non_blocking=True))
     _check_targets(targets, inputs, logits)
     return next_token_loss(logits.flatten(0, 1), targets.to(device).flatten())
 
 
-IGNORE = -100  # F.cross_entropy's ignore_index: padding positions that the loss skips
 ROWS = 8  # rows of logits upcast at a time: 8 x 50257 x 4 B = 1.6 MB stays in the L2 cache
 
 
@@ -176,7 +178,7 @@ def loader_loss(
             "(use a longer text, a smaller batch_size or max_length, or drop_last=False)"
         )
     n = available if num_batches is None else min(num_batches, available)
-    device = _device_of(model)
+    device = device_of(model)
     total = torch.zeros((), device=device)
     with autocast(device, amp_dtype(device, amp)):
         for i, (inputs, targets) in enumerate(loader):

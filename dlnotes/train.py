@@ -313,7 +313,11 @@ def train(
             )
 
     if checkpoint is not None and resume and Path(checkpoint).is_file():
-        saved = load_checkpoint(checkpoint, model, optimizer, scheduler, check=resumable)
+        # restore_rng=False: the full random state (with the loader's generators) is restored
+        # from extra["loader_rng"] just below.
+        saved = load_checkpoint(
+            checkpoint, model, optimizer, scheduler, restore_rng=False, check=resumable
+        )
         extra = saved["extra"]
         history = History(**extra["history"])
         pos = _Position(**extra["position"])
