@@ -52,9 +52,9 @@ from torch.utils.data import (
 from tqdm.auto import tqdm
 
 from dlnotes.atomic import atomic_write
-from dlnotes.checkpoint import load_checkpoint, save_checkpoint
+from dlnotes.checkpoint import load_checkpoint, load_failure, save_checkpoint
 from dlnotes.errors import CheckpointError, DataError, InputError, require_int
-from dlnotes.losses import AmpArg, amp_dtype, autocast
+from dlnotes.losses import AmpArg, amp_dtype, autocast, device_of
 from dlnotes.train import History
 
 if TYPE_CHECKING:
@@ -330,10 +330,6 @@ def make_loaders(
 # --------------------------------------------------------------------------- model
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def add_classification_head(model: nn.Module, num_classes: int = 2) -> nn.Linear:
     """Replace ``model.lm_head`` by a fresh ``nn.Linear(emb_dim, num_classes)`` (trainable,
     on the model's device and dtype) and return it. A head tied to the token embedding
@@ -443,7 +439,7 @@ def batch_class_loss(
     model: nn.Module, inputs: Tensor, labels: Tensor, position: int = -1
 ) -> Tensor:
     """Mean cross-entropy of the class scores at `position` against the (B,) labels."""
-    device = _device_of(model)
+    device = device_of(model)
     logits = class_logits(model, inputs.to(device, non_blocking=True), position)
     return F.cross_entropy(logits.float(), labels.to(device))
 
@@ -469,7 +465,7 @@ def loader_class_loss(
     """Average `batch_class_loss` over the first `num_batches` batches (all if None),
     in eval mode (each submodule's mode restored afterwards)."""
     n = _n_batches(loader, num_batches)
-    device = _device_of(model)
+    device = device_of(model)
     total = torch.zeros((), device=device)
     with _EvalMode(model), autocast(device, amp_dtype(device, amp)):
         for i, (inputs, labels) in enumerate(loader):
@@ -491,7 +487,7 @@ def loader_accuracy(
     """Fraction of examples whose highest class score is their label, over the first
     `num_batches` batches (all if None), in eval mode."""
     n = _n_batches(loader, num_batches)
-    device = _device_of(model)
+    device = device_of(model)
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
     with _EvalMode(model), autocast(device, amp_dtype(device, amp)):
@@ -562,7 +558,7 @@ class PrefixCache:
     def features(self, ids: Tensor) -> Tensor:
         """(B, T) ids -> (B, T, D) output of block k-1, computed in eval mode."""
         model = self.model
-        device = _device_of(model)
+        device = device_of(model)
         with _EvalMode(model), autocast(device, amp_dtype(device, self.amp)):
             x = model.embed(ids.to(device))
             for block in model.h[: self.k]:
@@ -686,7 +682,7 @@ def train_classifier(
     trainable = [p for p in net.parameters() if p.requires_grad]
     if not trainable:
         raise InputError("the model has no trainable parameters (see set_trainable)")
-    device = _device_of(net)
+    device = device_of(net)
     dtype = amp_dtype(device, amp)
     total = epochs * len(train_loader)
     if max_steps is not None:
@@ -781,7 +777,7 @@ def classify(
         ids = ids[:limit]
     if max_length is not None:
         ids = ids + [base.pad_id] * (limit - len(ids))
-    device = _device_of(model)
+    device = device_of(model)
     with torch.no_grad(), _EvalMode(model):
         scores = class_logits(model, torch.tensor([ids], device=device), position)
     n = scores.shape[-1]
@@ -824,8 +820,7 @@ def _peek(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
-        reason = (str(exc).strip().split(". ")[0].splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path} is not a readable checkpoint: {reason}") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint: {load_failure(exc)}") from None
     info = payload.get("extra", {}).get("classifier") if isinstance(payload, dict) else None
     if not isinstance(info, dict) or info.get("kind") != _KIND:
         raise CheckpointError(f"{path} is not a classifier checkpoint (see save_classifier)")

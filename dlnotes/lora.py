@@ -329,11 +329,16 @@ def apply_lora(
         )
         for n in names
     }  # built first, so a rank error leaves the model untouched
+    _install(model, wrapped)
+    return model
+
+
+def _install(model: nn.Module, wrapped: dict[str, LinearWithLoRA]) -> None:
+    """Freeze `model`, then put each wrapped layer in place with only its adapter trainable."""
     model.requires_grad_(False)
     for name, module in wrapped.items():
         module.lora.requires_grad_(True)
         _set_child(model, name, module)
-    return model
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
@@ -404,13 +409,14 @@ def save_adapters(
     layers = lora_layers(model)
     if not layers:
         raise InputError("the model has no LoRA layers: there are no adapters to save")
-    tensors = dict(lora_state_dict(model))
+    tensors = lora_state_dict(model)
+    state = model.state_dict()
     for name in [also_save] if isinstance(also_save, str) else also_save:
         try:
             model.get_submodule(name)
         except AttributeError:
             raise InputError(f"also_save: the model has no module {name!r}") from None
-        for key, t in model.state_dict().items():
+        for key, t in state.items():
             if key.startswith(name + ".") and key not in tensors:
                 tensors[key] = t.detach()
     tensors = {k: t.contiguous().cpu() for k, t in tensors.items()}
@@ -487,10 +493,7 @@ def _wrap_as_in_file(model: nn.Module, layout: Mapping[str, Any], path: Path) ->
             )
         except (InputError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{path} has a damaged adapter layout: {exc}") from None
-    model.requires_grad_(False)
-    for name, module in wrapped.items():
-        module.lora.requires_grad_(True)
-        _set_child(model, name, module)
+    _install(model, wrapped)
 
 
 def _fill(
