@@ -49,6 +49,7 @@ from dlnotes import data
 from dlnotes.attention import KVCache
 from dlnotes.errors import CheckpointError, DataError, InputError, require_int
 from dlnotes.gpt import DecoderLM
+from dlnotes.llama_tokenizer import open_gguf
 
 if TYPE_CHECKING:
     from dlnotes.llama_tokenizer import LlamaTokenizer
@@ -451,21 +452,6 @@ GGUF_NAMES = {  # llama.cpp's tensor names -> Hugging Face's (without "model.")
 }
 
 
-def open_gguf(path: str | Path) -> Any:
-    """A `gguf.GGUFReader` for `path`; `DataError` if it is missing or not a readable GGUF."""
-    import gguf
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"no GGUF file at {path}")
-    try:
-        return gguf.GGUFReader(path, "r")
-    except Exception as exc:  # the reader raises ValueError, struct/numpy errors, OSError...
-        raise DataError(
-            f"{path} is not a readable GGUF file (truncated or corrupted?): {exc}"
-        ) from None
-
-
 def gguf_value(reader: Any, key: str, default: Any = None) -> Any:
     """One metadata value of a GGUF file (a number, string or list), or `default`."""
     import gguf
@@ -559,7 +545,7 @@ def state_dict_from_gguf(
 def load_gguf(source: str | Path | Any, dtype: torch.dtype = torch.float32) -> Llama:
     """A Llama-architecture GGUF (a path or an open `gguf.GGUFReader`; F32, F16, Q8_0 and
     Q4_1 tensors) as a `Llama` in `dtype`."""
-    reader = open_gguf(source) if isinstance(source, (str, Path)) else source
+    reader = open_gguf(source)
     name = getattr(reader, "path", source)
     cfg = config_from_gguf(reader, source=name)
     state = state_dict_from_gguf(reader, cfg, dtype, source=name)
@@ -619,10 +605,9 @@ SMOLLM2_TOKENIZER_JSON = data.register(
 
 
 def _verified(path: Path, where: str, fix: str) -> Path:
-    size = path.stat().st_size
-    if size != GGUF_SIZE or data.sha256_of(path) != GGUF_SHA256:
-        what = f"has {size:,} bytes, expected {GGUF_SIZE:,}" if size != GGUF_SIZE else "fails"
-        raise DataError(f"{path} ({where}) {what} its sha256 check: {fix}")
+    problem = data._problem(SMOLLM2_GGUF, path)  # the data layer's size and sha256 check
+    if problem:
+        raise DataError(f"{path} ({where}) {problem}: {fix}")
     return path
 
 
@@ -716,7 +701,7 @@ def load_smollm2(
         if path is None:
             return _from_hub(dtype)
     # One reader for weights and tokenizer: parsing the metadata takes a second or two.
-    reader = open_gguf(path) if isinstance(path, (str, Path)) else path
+    reader = open_gguf(path)
     return load_gguf(reader, dtype), LlamaTokenizer.from_gguf(reader)
 
 

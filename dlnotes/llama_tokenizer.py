@@ -115,7 +115,7 @@ class LlamaTokenizer(BPETokenizer):
     def from_gguf(cls, source: str | Path | GGUFReader) -> LlamaTokenizer:
         """The tokenizer stored in a GGUF file (a path, or a `gguf.GGUFReader` already open:
         opening one reads all metadata and takes seconds, so share it with the weights)."""
-        reader = _open(source)
+        reader = open_gguf(source)
         name = getattr(reader, "path", source)
         kind = _get(reader, "tokenizer.ggml.model", name)
         pre = _get(reader, "tokenizer.ggml.pre", name, default="default")
@@ -310,20 +310,24 @@ def _default_system_prompt(template: str | None) -> str | None:
     return found.group(1)
 
 
-def _open(source: str | Path | GGUFReader) -> GGUFReader:
+def open_gguf(source: str | Path | GGUFReader) -> GGUFReader:
+    """A `gguf.GGUFReader` for a path (a reader is returned as it is); `DataError` if the
+    file is missing or not a readable GGUF. The weights and the tokenizer share one."""
     from gguf import GGUFReader
 
     if isinstance(source, GGUFReader):
         return source
     if not isinstance(source, str | Path):
-        raise InputError(f"from_gguf takes a path or a gguf.GGUFReader, got {type(source)}")
+        raise InputError(f"a GGUF source is a path or a gguf.GGUFReader, got {type(source)}")
     path = Path(source)
     if not path.is_file():
         raise DataError(f"no GGUF file at {path}")
     try:
-        return GGUFReader(path)
-    except (ValueError, OSError, IndexError, KeyError, TypeError) as exc:
-        raise DataError(f"{path} is not a readable GGUF file ({exc})") from None
+        return GGUFReader(path, "r")
+    except Exception as exc:  # the reader raises ValueError, struct/numpy errors, OSError...
+        raise DataError(
+            f"{path} is not a readable GGUF file (truncated or corrupted?): {exc}"
+        ) from None
 
 
 _MISSING = object()
