@@ -8,8 +8,8 @@
    an executed notebook is cached under ``build/site-cache/`` and reused while its
    script, the library and the mode are unchanged;
 3. renders it to HTML with `nbconvert` (plots embedded), with previous/next links,
-   exercise solutions folded behind "show solution", and maths typeset by MathJax
-   copied from the ``jupyter-server-mathjax`` package, so the pages work offline and
+   exercise solutions folded behind "show solution", and maths typeset by MathJax 3,
+   copied from the ``django-static-mathjax`` wheel, so the pages work offline and
    opened straight from the file system;
 4. writes ``build/site/index.html``: the three parts in reading order, each chapter
    with its title, a one-line summary, mode, run time and a link to its script.
@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import html
 import json
@@ -100,11 +101,19 @@ def _name(path: Path, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
+@functools.cache
+def _library_digest(root: Path) -> str:
+    """The sha256 of every library file (read once per process, not once per chapter)."""
+    h = hashlib.sha256()
+    for path in sorted((root / "dlnotes").rglob("*.py")):
+        h.update(_name(path, root).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
 def _digest(script: Path, root: Path, full: bool) -> str:
     """What an executed notebook depends on: its script, the library, the mode."""
-    h = hashlib.sha256(f"full={full}\n".encode())
-    for path in [script, *sorted((root / "dlnotes").rglob("*.py"))]:
-        h.update(_name(path, root).encode() + b"\0" + path.read_bytes())
+    h = hashlib.sha256(f"full={full}\n{_library_digest(root)}\n".encode())
+    h.update(_name(script, root).encode() + b"\0" + script.read_bytes())
     return h.hexdigest()
 
 
@@ -160,7 +169,6 @@ def execute(
     if cached is not None:
         from dlnotes.atomic import atomic_write
 
-        cached.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(cached, "w") as fh:
             fh.write(nbformat.writes(nb))
     return nb, seconds, False
@@ -290,7 +298,7 @@ def _mathjax_source() -> Path:
             return Path(f.locate())
     raise SiteError(
         "the site needs MathJax for offline maths: pip install django-static-mathjax==3.2.2.1 "
-        "(in the dev extra; nox -s site installs it)"
+        "(in the site extra; nox -s site installs it)"
     )
 
 
