@@ -133,13 +133,18 @@ def load_instruction_data(path: str | Path | None = None) -> list[Entry]:
 
         path = data.fetch("instruction-data")
     path = Path(path)
+    return validate_entries(_read_json(path, ": {exc}"), str(path))
+
+
+def _read_json(path: Path, invalid: str) -> Any:
+    """The JSON in `path`; `DataError` if it cannot be read, or is not JSON (then the
+    message goes on with `invalid`, formatted with the parser's `exc`)."""
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror}") from None
     except ValueError as exc:
-        raise DataError(f"{path} is not valid JSON: {exc}") from None
-    return validate_entries(entries, str(path))
+        raise DataError(f"{path} is not valid JSON" + invalid.format(exc=exc)) from None
 
 
 def split_entries(
@@ -332,13 +337,7 @@ def load_responses(path: str | Path, entries: Sequence[Entry] | None = None) -> 
     """Entries with responses saved by `generate_responses`; with `entries`, checks that the
     file holds those entries in that order."""
     path = Path(path)
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise DataError(f"{path} is not valid JSON ({exc}); delete it to start again") from None
-    saved = validate_entries(saved, str(path))
+    saved = validate_entries(_read_json(path, " ({exc}); delete it to start again"), str(path))
     if entries is not None and (
         len(saved) != len(entries) or not all(map(_same_entry, saved, entries))
     ):
