@@ -20,7 +20,8 @@ ids at any length. Any model with this surface works: ``model.cfg.vocab_size``/
 ``context_length``, ``model.new_cache(batch, max_len)`` and
 ``model(idx, cache, last_only=True)``.
 
-A fast bfloat16 copy of a model for CPU inference is `dlnotes.cpu_inference`'s.
+A fast frozen copy of a model for CPU inference (float32 or bfloat16) is
+`dlnotes.cpu_inference.inference_copy`.
 
 Leaves out: beam search, repetition penalties, top-p, per-row stop strings.
 The model's train/eval mode is the caller's: call ``model.eval()`` first to turn

@@ -14,8 +14,9 @@
 #
 # Library names introduced: `dlnotes.gpt` (`GPTConfig`, `LayerNorm`, `GELU`,
 # `FeedForward`, `TransformerBlock`, `GPT`), `dlnotes.generate` (`generate`,
-# `stream`) and `dlnotes.cpu_inference.cpu_bfloat16`. Used: `dlnotes.attention.MultiHeadAttention`,
-# `dlnotes.gpt2_tokenizer.tiktoken_gpt2`, `dlnotes.env`.
+# `stream`) and `dlnotes.cpu_inference.inference_copy`. Used:
+# `dlnotes.attention.MultiHeadAttention`, `dlnotes.gpt2_tokenizer.tiktoken_gpt2`,
+# `dlnotes.env`.
 #
 # Runtime: about a minute in full mode on an idle laptop CPU (the 124M model, timed
 # generation with and without the cache); a few seconds in smoke mode, which swaps in
@@ -33,7 +34,7 @@ from torch import nn
 
 from dlnotes import env
 from dlnotes.attention import MultiHeadAttention
-from dlnotes.cpu_inference import PackedLinear, cpu_bfloat16
+from dlnotes.cpu_inference import PackedLinear, inference_copy
 from dlnotes.generate import generate, stream
 from dlnotes.gpt import GELU, GPT, FeedForward, GPTConfig, LayerNorm, TransformerBlock
 from dlnotes.gpt2_tokenizer import tiktoken_gpt2
@@ -431,15 +432,18 @@ assert torch.equal(outputs[False], outputs[True])
 # so at batch size 1 its speed is set by memory bandwidth: GPT-2 small's float32
 # weights are half a gigabyte per token. bfloat16 keeps float32's range with 8 bits of
 # mantissa instead of 24, in half the bytes. `model.to(torch.bfloat16)` works on every
-# device; `dlnotes.cpu_inference.cpu_bfloat16` returns such a copy too, and on CPUs
-# whose oneDNN library has bfloat16 kernels (AVX512-BF16, AMX) it also hands each
-# weight to oneDNN prepacked once (plain bfloat16 re-lays it out at every call). It
-# first runs that fast path on a tiny layer; where it fails (an AVX2-only laptop, an
-# Apple CPU) or `DLNOTES_GENERIC_CPU=1` is set, the copy is plain bfloat16.
+# device; `dlnotes.cpu_inference.inference_copy(model, torch.bfloat16)` returns such a
+# copy too, and on CPUs whose oneDNN library has bfloat16 kernels (AVX512-BF16, AMX) it
+# also hands each weight to oneDNN prepacked once (plain bfloat16 re-lays it out at
+# every call). It first runs that fast path on a tiny layer; where it fails (an
+# AVX2-only laptop, an Apple CPU) or `DLNOTES_GENERIC_CPU=1` is set, the copy is plain
+# bfloat16. (In float32, `inference_copy(model, torch.float32)` prepacks the same way:
+# on some CPUs the BLAS library's matrix-vector product streams the weights at half the
+# memory's speed, and oneDNN's does not.)
 # The logits move by a few hundredths, which can flip a near tie between two tokens.
 
 # %%
-fast = cpu_bfloat16(model)
+fast = inference_copy(model, torch.bfloat16)
 path = "oneDNN-prepacked" if any(isinstance(m, PackedLinear) for m in fast.modules()) else "plain"
 start_time = time.perf_counter()
 fast_out = generate(fast, batch.to(DEVICE), CACHE_DEMO_TOKENS)
@@ -494,7 +498,7 @@ assert "".join(pieces) == tokenizer.decode(generate(model, ids, 8)[0, 4:].tolist
 # `.preset(name)`), `LayerNorm`, `GELU`, `FeedForward`, `TransformerBlock`, `GPT` (with
 # `new_cache`, `num_parameters`, `last_only=`); `dlnotes.generate` — `generate`
 # (greedy, `temperature`, `top_k`, `eos_id`, `use_cache`, `generator`), `stream`,
-# `sample_next`; `dlnotes.cpu_inference.cpu_bfloat16`. Chapter 5 trains this model and
+# `sample_next`; `dlnotes.cpu_inference.inference_copy`. Chapter 5 trains this model and
 # loads OpenAI's weights into it with `dlnotes.gpt2_weights`.
 
 # %% [markdown]

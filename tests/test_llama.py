@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from dlnotes.attention import KVCache
-from dlnotes.cpu_inference import cpu_bfloat16
+from dlnotes.cpu_inference import inference_copy
 from dlnotes.errors import DataError, InputError
 from dlnotes.generate import generate
 from dlnotes.llama import (
@@ -227,11 +227,14 @@ def test_generation_past_the_context_re_encodes_like_no_cache() -> None:
     assert torch.equal(out, generate(model, prompt, 20, use_cache=False))
 
 
-def test_cpu_bfloat16_copy_generates() -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_inference_copy_generates(dtype: torch.dtype) -> None:
     model = Llama(LlamaConfig.tiny(vocab_size=50)).eval()
-    fast = cpu_bfloat16(model)
-    out = generate(fast, torch.tensor([[1, 2, 3]]), 5)
+    prompt = torch.tensor([[1, 2, 3]])
+    out = generate(inference_copy(model, dtype), prompt, 5)
     assert out.shape == (1, 8)
+    if dtype == torch.float32:
+        assert torch.equal(out, generate(model, prompt, 5))
 
 
 def test_new_cache_holds_key_value_heads_only() -> None:
