@@ -126,13 +126,18 @@ class BPETokenizer:
         self._whole: dict[bytes, int] = {}
         if self.whole_chunks:
             self._whole = {b: i for i, b in self.vocab.items() if i not in specials}
-        self._whole_text: dict[str, tuple[int, ...]] = {}
+        self._whole_text: dict[str, int] = {}
         for b, i in self._whole.items():
             try:
-                self._whole_text[b.decode("utf-8")] = (i,)
+                self._whole_text[b.decode("utf-8")] = i
             except UnicodeDecodeError:
                 pass
-        self._cache: dict[str, tuple[int, ...]] = {}
+        # Bytes to their ids in one C call where every byte is a token below 256 (GPT-2's
+        # bytes are ids 0..255 in another order).
+        self._byte_table: bytes | None = None
+        if all(i is not None and i < 256 for i in self.byte_ids):
+            self._byte_table = bytes(self.byte_ids)  # type: ignore[arg-type]
+        self._cache: dict[str, list[int]] = {}
 
     def _build_vocab(self) -> dict[int, bytes]:
         """id -> bytes, checking that every id is defined once and before it is used."""
@@ -251,10 +256,13 @@ class BPETokenizer:
         (a merge's new id is its rank: ids grow as merges are learned); each step merges
         the leftmost lowest pair and re-ranks only its two neighbours.
         """
-        rank, never, byte_ids = self.merges.get, self._never, self.byte_ids
-        ids = [byte_ids[b] for b in chunk]
-        if self._drops_bytes:
-            ids = [i for i in ids if i is not None]
+        rank, never, table = self.merges.get, self._never, self._byte_table
+        if table is not None:
+            ids = list(chunk.translate(table))
+        else:
+            ids = [self.byte_ids[b] for b in chunk]
+            if self._drops_bytes:
+                ids = [i for i in ids if i is not None]
         ranks = list(map(rank, pairwise(ids), repeat(never)))
         while ranks:
             new = min(ranks)
@@ -285,20 +293,22 @@ class BPETokenizer:
         if len(self._cache) > _CACHE_LIMIT:
             self._cache.clear()
         cache, out = self._cache, []
-        # Bound methods: the loop runs once per chunk, tens of thousands of times.
-        cached, whole, extend = cache.get, self._whole_text.get, out.extend
+        # Bound methods: the loop runs once per chunk, tens of thousands of times. A chunk
+        # that is one token (most are) is looked up first and never cached.
+        whole, cached, append, extend = self._whole_text.get, cache.get, out.append, out.extend
         for chunk in self._chunks(text):
+            one = whole(chunk)
+            if one is not None:
+                append(one)
+                continue
             ids = cached(chunk)
             if ids is None:
-                ids = whole(chunk)
-                if ids is None:
-                    try:
-                        ids = tuple(self._encode_chunk(chunk.encode("utf-8")))
-                    except UnicodeEncodeError:
-                        # Lone surrogates cannot be UTF-8; like tiktoken, pair them up or
-                        # make them U+FFFD, then start again.
-                        return self.encode_ordinary(_fix_surrogates(text))
-                cache[chunk] = ids
+                try:
+                    ids = cache[chunk] = self._encode_chunk(chunk.encode("utf-8"))
+                except UnicodeEncodeError:
+                    # Lone surrogates cannot be UTF-8; like tiktoken, pair them up or make
+                    # them U+FFFD, then start again.
+                    return self.encode_ordinary(_fix_surrogates(text))
             extend(ids)
         return out
 
