@@ -3,10 +3,11 @@
 Random weights (no download): a `transformers.GPT2LMHeadModel` is built from GPT-2's
 124M config and its weights are converted into `dlnotes.gpt.GPT`, so both models
 compute the same function. Batch 1, greedy, a fixed number of new tokens (no eos).
-bfloat16 two ways: ``model.to(torch.bfloat16)`` and `dlnotes.cpu_inference.cpu_bfloat16`
-(weights prepacked for oneDNN where the CPU has bf16 kernels, else plain bf16).
-Random weights are not a language model, so bfloat16
-ids may part from float32 ones after a near tie; the float32 ones must equal HF's.
+float32 and bfloat16 each two ways: the plain model (``model.to(torch.bfloat16)``) and
+`dlnotes.cpu_inference.inference_copy` (weights prepacked for oneDNN where the CPU runs
+it in that dtype, else the plain model). Random weights are not a language model, so
+bfloat16 ids may part from float32 ones after a near tie; the float32 ones must equal
+HF's.
 
     python benchmarks/generate.py            # 200 new tokens
     python benchmarks/generate.py --quick    # 30 new tokens (also with DLNOTES_SMOKE=1)
@@ -28,7 +29,7 @@ import torch
 import transformers
 
 from dlnotes import env, roofline
-from dlnotes.cpu_inference import cpu_bfloat16
+from dlnotes.cpu_inference import inference_copy
 from dlnotes.generate import generate
 from dlnotes.gpt2_weights import config_from_hf, convert_hf_state_dict, model_from_state_dict
 
@@ -47,7 +48,8 @@ def main() -> None:
     cfg = config_from_hf(config.to_dict())
     ours = model_from_state_dict(convert_hf_state_dict(hf.state_dict(), cfg), cfg).eval()
     ours_bf16 = copy.deepcopy(ours).to(torch.bfloat16)
-    ours_packed = cpu_bfloat16(ours)
+    ours_packed32 = inference_copy(ours, torch.float32)
+    ours_packed = inference_copy(ours, torch.bfloat16)
     prompt = torch.tensor([[15496, 11, 314, 716]])  # "Hello, I am"
     print(
         f"GPT-2 124M shapes (random weights), batch 1, {n} new tokens; torch {torch.__version__}, "
@@ -68,8 +70,9 @@ def main() -> None:
     runs = {
         "HF generate, cached": hf_generate,
         "ours cached": lambda: generate(ours, prompt, n),
+        "ours cached, f32 inference_copy": lambda: generate(ours_packed32, prompt, n),
         "ours cached, bf16 .to()": lambda: generate(ours_bf16, prompt, n),
-        "ours cached, cpu_bfloat16": lambda: generate(ours_packed, prompt, n),
+        "ours cached, bf16 inference_copy": lambda: generate(ours_packed, prompt, n),
     }
     seconds = roofline.best_seconds(runs, args.repeats)
     # Each uncached step re-encodes the whole sequence: the slow one, so no warm-up run
@@ -79,14 +82,15 @@ def main() -> None:
 
     rates = {name: n / s for name, s in seconds.items()}
     hf_rate, uncached = rates["HF generate, cached"], rates["ours uncached"]
-    print(f"{'variant':<28}{'tokens/s':>9}{'vs HF':>8}{'vs uncached':>13}")
+    print(f"{'variant':<34}{'tokens/s':>9}{'vs HF':>8}{'vs uncached':>13}")
     for name, rate in rates.items():
-        print(f"{name:<28}{rate:>9.1f}{rate / hf_rate:>7.2f}x{rate / uncached:>12.2f}x")
+        print(f"{name:<34}{rate:>9.1f}{rate / hf_rate:>7.2f}x{rate / uncached:>12.2f}x")
     bandwidth = roofline.read_bandwidth()
     twins = {  # the plain model of the same weight bytes per token
         "ours cached": (ours, ours),
+        "ours cached, f32 inference_copy": (ours_packed32, ours),
         "ours cached, bf16 .to()": (ours_bf16, ours_bf16),
-        "ours cached, cpu_bfloat16": (ours_packed, ours_bf16),
+        "ours cached, bf16 inference_copy": (ours_packed, ours_bf16),
     }
     for name, (model, like) in twins.items():
         bound = roofline.decode_bound(like, bandwidth)
