@@ -174,6 +174,8 @@ class ExactMatch:
     name = "exact match"
 
     def __call__(self, entry: Entry, response: str) -> Score:
+        if not normalise(entry["output"]):  # nothing to match: an empty reply is no answer
+            return Score(None, "reference is empty after normalising")
         return Score(100 * exact_match(response, entry["output"]))
 
 

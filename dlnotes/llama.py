@@ -35,7 +35,7 @@ quantized inference (weights are dequantized once at load).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -343,7 +343,13 @@ def unpermute_rope(weight: Tensor, n_heads: int) -> Tensor:
 
 def state_dict_from_parts(parts: Mapping[str, Tensor], cfg: LlamaConfig) -> dict[str, Tensor]:
     """Our state dict from per-matrix tensors named in Hugging Face's scheme (without the
-    ``model.`` prefix): fuses q/k/v into ``qkv`` and gate/up into ``gate_up``."""
+    ``model.`` prefix): fuses q/k/v into ``qkv`` and gate/up into ``gate_up``.
+
+    A missing tensor raises `KeyError` with its name; a tensor left over (a block beyond
+    ``n_layers``, a name this model has no place for) raises `CheckpointError`.
+    """
+    unused = set(parts) - {"lm_head.weight"}
+    parts = _Recording(parts, unused)
     out: dict[str, Tensor] = {"wte.weight": parts["embed_tokens.weight"]}
     for i in range(cfg.n_layers):
         p = f"layers.{i}."
@@ -360,7 +366,30 @@ def state_dict_from_parts(parts: Mapping[str, Tensor], cfg: LlamaConfig) -> dict
         }
     out["ln_f.weight"] = parts["norm.weight"]
     out["lm_head.weight"] = parts.get("lm_head.weight", out["wte.weight"])
+    if unused:
+        raise CheckpointError(
+            f"{len(unused)} tensor(s) that a config of n_layers={cfg.n_layers} has no place "
+            f"for, e.g. {min(unused)!r}"
+        )
     return out
+
+
+class _Recording(Mapping[str, Tensor]):
+    """`parts` that strike each name read from `unused`."""
+
+    def __init__(self, parts: Mapping[str, Tensor], unused: set[str]) -> None:
+        self._parts, self._unused = parts, unused
+
+    def __getitem__(self, name: str) -> Tensor:
+        tensor = self._parts[name]
+        self._unused.discard(name)
+        return tensor
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parts)
+
+    def __len__(self) -> int:
+        return len(self._parts)
 
 
 def model_from_state_dict(
@@ -424,14 +453,9 @@ def convert_hf_state_dict(hf: Mapping[str, Tensor], cfg: LlamaConfig) -> dict[st
     parts = {name.removeprefix("model."): tensor for name, tensor in hf.items()}
     parts = {k: v for k, v in parts.items() if not k.endswith("rotary_emb.inv_freq")}
     try:
-        state = state_dict_from_parts(parts, cfg)
+        return state_dict_from_parts(parts, cfg)
     except KeyError as exc:
         raise CheckpointError(f"the checkpoint has no tensor {exc.args[0]!r}") from None
-    used = {f"layers.{i}." for i in range(cfg.n_layers)}
-    extra = [k for k in parts if k.startswith("layers.") and k[: k.index(".", 7) + 1] not in used]
-    if extra:
-        raise CheckpointError(f"the checkpoint has more blocks than n_layers={cfg.n_layers}")
-    return state
 
 
 # --- GGUF ------------------------------------------------------------------------------
@@ -540,6 +564,8 @@ def state_dict_from_gguf(
         return state_dict_from_parts(parts, cfg)
     except KeyError as exc:
         raise DataError(f"{source} has no tensor for {exc.args[0]!r}") from None
+    except CheckpointError as exc:
+        raise DataError(f"{source}: {exc}") from None
 
 
 def load_gguf(source: str | Path | Any, dtype: torch.dtype = torch.float32) -> Llama:

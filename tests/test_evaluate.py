@@ -137,6 +137,13 @@ def test_scorers_use_the_0_to_100_scale() -> None:
     assert RougeL()(ENTRY, "") == Score(0.0)
 
 
+def test_exact_match_leaves_a_reference_of_punctuation_unscored() -> None:
+    """An empty reply would "match" a reference that normalises to nothing: no score."""
+    entry = {**ENTRY, "output": "The ..."}
+    assert ExactMatch()(entry, "") == Score(None, "reference is empty after normalising")
+    assert ExactMatch()(entry, "anything").value is None
+
+
 @pytest.mark.parametrize(
     ("reply", "value"),
     [

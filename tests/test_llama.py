@@ -316,13 +316,20 @@ GGUF_NAMES = {
 
 
 def write_gguf(
-    path: Path, hf, *, qtype=None, arch: str = "llama", drop_key: str | None = None
+    path: Path,
+    hf,
+    *,
+    qtype=None,
+    arch: str = "llama",
+    drop_key: str | None = None,
+    block_count: int | None = None,
 ) -> Path:
-    """A GGUF of a HF Llama: metadata, permuted q/k rows, 2-D weights in `qtype` (F32 if None)."""
+    """A GGUF of a HF Llama: metadata, permuted q/k rows, 2-D weights in `qtype` (F32 if None);
+    `block_count` overrides the number of blocks the metadata claims."""
     c = hf.config
     writer = gguf.GGUFWriter(path, arch)
     keys = {
-        "block_count": c.num_hidden_layers,
+        "block_count": c.num_hidden_layers if block_count is None else block_count,
         "context_length": c.max_position_embeddings,
         "embedding_length": c.hidden_size,
         "feed_forward_length": c.intermediate_size,
@@ -426,6 +433,20 @@ def test_bad_gguf_files_are_data_errors(tmp_path) -> None:
         load_gguf(garbage)
     with pytest.raises(DataError, match="no GGUF file"):
         load_gguf(tmp_path / "missing.gguf")
+
+
+def test_tensors_left_over_are_refused(tmp_path) -> None:
+    """A file with more blocks than its metadata claims is not loaded short of a block."""
+    from dlnotes.errors import CheckpointError
+
+    hf, _ = hf_pair(hf_config(4, 2, True, 10_000.0))
+    path = write_gguf(tmp_path / "extra.gguf", hf, block_count=hf.config.num_hidden_layers - 1)
+    with pytest.raises(DataError, match="no place for, e.g. 'layers.1."):
+        load_gguf(path)
+    cfg = config_from_hf(hf.config.to_dict())
+    fewer = dataclasses.replace(cfg, n_layers=cfg.n_layers - 1)
+    with pytest.raises(CheckpointError, match="n_layers=1 has no place for"):
+        convert_hf_state_dict(hf.state_dict(), fewer)
 
 
 def test_model_from_state_dict_reports_missing_and_misshapen_tensors() -> None:
