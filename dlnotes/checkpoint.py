@@ -98,15 +98,28 @@ def rng_state(generators: Sequence[torch.Generator] = ()) -> dict[str, Any]:
     return state
 
 
-def set_rng_state(state: Mapping[str, Any], generators: Sequence[torch.Generator] = ()) -> None:
-    """Restore generators saved by `rng_state` (the global ones this machine has, and
-    `generators`, which must be as many as were saved)."""
+def check_rng_state(state: object, generators: Sequence[torch.Generator] = ()) -> None:
+    """`CheckpointError` unless `state` is what `rng_state` returns, for as many
+    `generators` (so that nothing is restored from a state that cannot be restored)."""
+    if not isinstance(state, Mapping) or not {"python", "torch"} <= state.keys():
+        have = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+        raise CheckpointError(
+            f"the saved random state is not one that rng_state wrote (it has {have}, not "
+            "'python' and 'torch'): it comes from another program or an older dlnotes"
+        )
     saved = state.get("generators", [])
     if len(saved) != len(generators):
         raise CheckpointError(
             f"the saved random state holds {len(saved)} generator(s) of its own, "
             f"but {len(generators)} were given to restore"
         )
+
+
+def set_rng_state(state: Mapping[str, Any], generators: Sequence[torch.Generator] = ()) -> None:
+    """Restore generators saved by `rng_state` (the global ones this machine has, and
+    `generators`, which must be as many as were saved)."""
+    check_rng_state(state, generators)
+    saved = state.get("generators", [])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     torch.set_rng_state(state["torch"].cpu())

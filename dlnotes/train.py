@@ -33,7 +33,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from dlnotes import fastpath
-from dlnotes.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dlnotes.checkpoint import (
+    check_rng_state,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from dlnotes.errors import CheckpointError, InputError, require_int
 from dlnotes.loader import ids_to_text, text_to_ids
 from dlnotes.losses import AmpArg, amp_dtype, autocast, batch_loss, evaluate, loader_loss
@@ -304,13 +310,13 @@ def train(
                 f"checkpoint {checkpoint} was made with {extra['batches_per_epoch']} batches "
                 f"per epoch, this training loader has {n_batches}: resume with the same data"
             )
-        saved_gens = len(extra["loader_rng"].get("generators", []))
-        if saved_gens != len(_loader_generators(train_loader)):
+        try:
+            check_rng_state(extra["loader_rng"], _loader_generators(train_loader))
+        except CheckpointError as exc:
             raise CheckpointError(
-                f"checkpoint {checkpoint} was made with a loader of {saved_gens} generator(s) "
-                f"of its own, this one has {len(_loader_generators(train_loader))}: "
-                "resume with a loader made as before"
-            )
+                f"checkpoint {checkpoint} cannot be resumed with this loader ({exc}): resume "
+                "with a loader made as before, or give train another checkpoint path"
+            ) from None
 
     if checkpoint is not None and resume and Path(checkpoint).is_file():
         # restore_rng=False: the full random state (with the loader's generators) is restored

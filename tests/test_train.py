@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from dlnotes import fastpath
+from dlnotes.checkpoint import save_checkpoint
 from dlnotes.env import seed_everything
 from dlnotes.errors import CheckpointError, InputError
 from dlnotes.gpt import GPT, GPTConfig
@@ -154,6 +155,21 @@ def test_resume_with_other_data_is_refused(tmp_path):
     longer = byte_loader(TEXT * 4)
     with pytest.raises(CheckpointError, match="4 batches per epoch, this training loader has"):
         train(model, longer, longer, make_optimizer(model), checkpoint=path, progress=False)
+
+
+def test_resume_of_a_checkpoint_with_an_older_random_state_is_refused(tmp_path):
+    """A loader state without the global generators (as an older dlnotes saved it) is
+    refused by name before anything is restored, not with a KeyError from inside."""
+    model = tiny_model()
+    loader = byte_loader(TEXT * 2)
+    path, opt = tmp_path / "run.pt", make_optimizer(model)
+    train(model, loader, loader, opt, max_steps=2, checkpoint=path, amp=None, progress=False)
+    extra = torch.load(path, weights_only=True)["extra"]
+    save_checkpoint(path, model, opt, step=2, extra={**extra, "loader_rng": {"generators": []}})
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(CheckpointError, match="not one that rng_state wrote"):
+        train(model, loader, loader, make_optimizer(model), checkpoint=path, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 # One run of a small but complete setup (shuffling, dropout, warmup + cosine, clipping),
