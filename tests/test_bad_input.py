@@ -378,6 +378,9 @@ def test_resume_with_a_loader_of_other_generators_is_refused_first(tmp_path) -> 
     fresh = tiny_model()
     torch.nn.init.normal_(fresh.wte.weight)
     before = weights(fresh)
-    with pytest.raises(CheckpointError, match="cannot be resumed with this loader .*holds 0 generator.*1 were given"):
+    with pytest.raises(
+        CheckpointError,
+        match="cannot be resumed with this loader .*holds 0 generator.*1 were given",
+    ):
         train(fresh, own, own, make_optimizer(fresh), checkpoint=path, progress=False)
     assert torch.equal(weights(fresh), before)
