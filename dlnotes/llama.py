@@ -477,22 +477,16 @@ GGUF_NAMES = {  # llama.cpp's tensor names -> Hugging Face's (without "model.")
 
 
 def gguf_value(reader: Any, key: str, default: Any = None) -> Any:
-    """One metadata value of a GGUF file (a number, string or list), or `default`."""
-    import gguf
-
+    """One metadata value of a GGUF file (a number, string or list), or `default`;
+    `DataError` if the value cannot be decoded."""
     field = reader.fields.get(key)
     if field is None:
         return default
-    kind = field.types[0]
-    if kind == gguf.GGUFValueType.ARRAY:
-        inner = field.types[-1]
-        if inner == gguf.GGUFValueType.STRING:
-            return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
-        return [field.parts[i].tolist()[0] for i in field.data]
-    value = field.parts[field.data[0]]
-    if kind == gguf.GGUFValueType.STRING:
-        return bytes(value).decode("utf-8")
-    return value.tolist()[0]
+    try:
+        return field.contents()
+    except (ValueError, UnicodeDecodeError) as exc:
+        where = getattr(reader, "path", "the GGUF file")
+        raise DataError(f"{where}: cannot read {key!r} ({exc})") from None
 
 
 def config_from_gguf(reader: Any, source: object = "the GGUF file") -> LlamaConfig:
