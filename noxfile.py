@@ -106,7 +106,12 @@ def tests(session: nox.Session) -> None:
     _install(session, "test,site")
     if os.environ.get("DLNOTES_SITE_TEST") == "1":
         _build_site_once(session)
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-n", str(_test_workers()), *session.posargs)
+
+
+def _test_workers() -> int:
+    """pytest-xdist processes: one per core, at most four (each may hold a model or two)."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 @nox.session
