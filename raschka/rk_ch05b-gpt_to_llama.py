@@ -524,13 +524,15 @@ print("adjacent pairs on the file's rows = half pairs on the unpermuted rows")
 # linear layers are handed to oneDNN prepacked, where a probe shows this CPU runs that
 # (on other devices, or where the probe fails, a plain copy). Show that it answers the
 # capital-of-France question word for word as the model does and that its logits agree
-# to float32 rounding; time one reply with each.
+# to float32 rounding; time one reply with each, after an untimed one (oneDNN builds a
+# kernel for each new input shape the first time it meets it).
 
 # %% tags=["solution"]
 fast = inference_copy(model, torch.float32)
 kind = "prepacked" if any(isinstance(m, PackedLinear) for m in fast.modules()) else "plain"
 seconds = {}
 for name, chat_model in {"model": model, f"inference_copy ({kind})": fast}.items():
+    generate(chat_model, chat_ids, ANSWER_TOKENS, eos_id=tokenizer.eos_id)  # warm-up
     start = time.perf_counter()
     out = generate(chat_model, chat_ids, ANSWER_TOKENS, eos_id=tokenizer.eos_id)
     seconds[name] = time.perf_counter() - start
