@@ -49,7 +49,7 @@ from dlnotes import data
 from dlnotes.attention import KVCache
 from dlnotes.errors import CheckpointError, DataError, InputError, require_int
 from dlnotes.gpt import DecoderLM
-from dlnotes.llama_tokenizer import open_gguf
+from dlnotes.llama_tokenizer import gguf_value, open_gguf
 
 if TYPE_CHECKING:
     from dlnotes.llama_tokenizer import LlamaTokenizer
@@ -476,36 +476,24 @@ GGUF_NAMES = {  # llama.cpp's tensor names -> Hugging Face's (without "model.")
 }
 
 
-def gguf_value(reader: Any, key: str, default: Any = None) -> Any:
-    """One metadata value of a GGUF file (a number, string or list), or `default`;
-    `DataError` if the value cannot be decoded."""
-    field = reader.fields.get(key)
-    if field is None:
-        return default
-    try:
-        return field.contents()
-    except (ValueError, UnicodeDecodeError) as exc:
-        where = getattr(reader, "path", "the GGUF file")
-        raise DataError(f"{where}: cannot read {key!r} ({exc})") from None
-
-
 def config_from_gguf(reader: Any, source: object = "the GGUF file") -> LlamaConfig:
     """Our config from a GGUF file's ``llama.*`` metadata; `DataError` for another
     architecture or a feature this model lacks."""
-    arch = gguf_value(reader, "general.architecture")
+    arch = gguf_value(reader, "general.architecture", source=source)
     if arch != "llama":
         raise DataError(
             f"{source} holds a {arch!r} model; this loader reads Llama-architecture GGUFs only"
         )
 
     def get(key: str, default: Any = None) -> Any:
-        value = gguf_value(reader, f"llama.{key}", default)
+        value = gguf_value(reader, f"llama.{key}", default, source)
         if value is None:
             raise DataError(f"{source} lacks the metadata llama.{key}")
         return value
 
-    scaling = gguf_value(reader, "llama.rope.scaling.type", "none")
-    if scaling not in ("none", "linear") or gguf_value(reader, "llama.rope.scaling.factor", 1) != 1:
+    scaling = gguf_value(reader, "llama.rope.scaling.type", "none", source)
+    factor = gguf_value(reader, "llama.rope.scaling.factor", 1, source)
+    if scaling not in ("none", "linear") or factor != 1:
         raise DataError(f"{source} uses RoPE scaling {scaling!r}, which this model does not do")
     heads = get("attention.head_count")
     emb = get("embedding_length")

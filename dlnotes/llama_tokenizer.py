@@ -357,13 +357,23 @@ def open_gguf(source: str | Path | GGUFReader) -> GGUFReader:
 _MISSING = object()
 
 
-def _get(reader: GGUFReader, key: str, name: Any, default: Any = _MISSING) -> Any:
+def gguf_value(
+    reader: GGUFReader, key: str, default: Any = None, source: object = "the GGUF file"
+) -> Any:
+    """One metadata value of a GGUF file (a number, string or list), or `default` where
+    the key is absent; `DataError` naming `source` if the value cannot be decoded."""
     field = reader.fields.get(key)
     if field is None:
-        if default is _MISSING:
-            raise DataError(f"{name} has no {key!r}: it does not hold a tokenizer")
         return default
     try:
         return field.contents()
     except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{name}: cannot read {key!r} ({exc})") from None
+        raise DataError(f"{source}: cannot read {key!r} ({exc})") from None
+
+
+def _get(reader: GGUFReader, key: str, name: Any, default: Any = _MISSING) -> Any:
+    if default is _MISSING:
+        if key not in reader.fields:
+            raise DataError(f"{name} has no {key!r}: it does not hold a tokenizer")
+        default = None
+    return gguf_value(reader, key, default, name)
