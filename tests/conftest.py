@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -43,6 +46,52 @@ def verdict() -> str:
         return fetch("the-verdict").read_text(encoding="utf-8")
     except DataError as exc:
         pytest.skip(f"data not available offline: {exc}")
+
+
+class LocalServer(http.server.ThreadingHTTPServer):
+    """A threaded HTTP server on 127.0.0.1 for one test; `close` joins its threads.
+
+    A handler's exception is kept and raised by `close` in the test's own thread, not
+    printed from the handler's: Python 3.11 runs `ast.parse` to print a traceback, and
+    two threads in `ast.parse` at once can fail with a SystemError (CPython gh-106905),
+    which then hits whichever test is parsing meanwhile. A client that hangs up early is
+    not an error.
+    """
+
+    daemon_threads = False  # so that server_close joins the handler threads
+
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server_port}"
+        self.errors: list[BaseException] = []
+        self._loop = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
+        self._loop.start()
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        error = sys.exc_info()[1]
+        if not isinstance(error, ConnectionError):
+            self.errors.append(error)
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self._loop.join(timeout=5)
+        if self.errors:
+            raise AssertionError(f"a test server handler raised {self.errors[0]!r}")
+
+
+@pytest.fixture
+def local_server() -> Iterator[Callable[[type[http.server.BaseHTTPRequestHandler]], LocalServer]]:
+    """`local_server(Handler)` -> a started `LocalServer`, closed when the test ends."""
+    servers: list[LocalServer] = []
+
+    def start(handler: type[http.server.BaseHTTPRequestHandler]) -> LocalServer:
+        servers.append(LocalServer(handler))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import threading
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,7 +37,7 @@ class FileServer:
     makes concurrent fetches really overlap.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, start: Callable[..., http.server.HTTPServer]) -> None:
         self.files: dict[str, bytes] = {}
         self.hits: Counter[str] = Counter()
         self.gate: threading.Barrier | None = None
@@ -66,23 +66,15 @@ class FileServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        self.httpd = start(Handler)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.httpd.server_port}/{name}"
 
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 @pytest.fixture
-def server() -> Iterator[FileServer]:
-    srv = FileServer()
-    yield srv
-    srv.close()
+def server(local_server) -> FileServer:
+    return FileServer(local_server)
 
 
 @pytest.fixture

@@ -197,7 +197,8 @@ class FakeOllama(http.server.BaseHTTPRequestHandler):
         server.requests.append((self.path, body))
         mode = server.mode
         if mode == "hang":
-            time.sleep(2.0)
+            server.release.wait(timeout=10)  # until the test ends; then no answer at all
+            return
         if mode == "missing-model":
             self._send(404, b'{"error":"model \\"llama3\\" not found, try pulling it first"}')
             return
@@ -225,17 +226,12 @@ class FakeOllama(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def fake_ollama() -> Iterator[http.server.ThreadingHTTPServer]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeOllama)
-    server.daemon_threads = True
-    server.requests, server.mode = [], "answer"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    server.url = f"http://127.0.0.1:{server.server_address[1]}/api/chat"
+def fake_ollama(local_server) -> Iterator[http.server.HTTPServer]:
+    server = local_server(FakeOllama)
+    server.requests, server.mode, server.release = [], "answer", threading.Event()
+    server.url += "/api/chat"
     yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    server.release.set()  # before the server closes and waits for its handlers
 
 
 def test_ollama_answer_and_request(fake_ollama) -> None:
@@ -272,7 +268,7 @@ def test_ollama_that_hangs_times_out(fake_ollama) -> None:
     start = time.monotonic()
     with pytest.raises(JudgeUnavailable, match=r"did not answer within 0\.3 s"):
         OllamaJudge(url=fake_ollama.url, timeout=0.3)(ENTRY, "Paris")
-    assert time.monotonic() - start < 1.9  # gave up before the server answered
+    assert time.monotonic() - start < 1.9  # gave up at its own timeout, not the socket default
 
 
 def test_ollama_missing_model_and_no_server(fake_ollama) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,7 +41,7 @@ def tiny_hf(tmp_path_factory) -> tuple[Path, object]:
 class Hub:
     """A 127.0.0.1 file server with the Hub's layout; counts the downloads."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, start: Callable[..., http.server.HTTPServer]) -> None:
         self.root, self.requests = root, 0
         hub = self
 
@@ -56,10 +56,7 @@ class Hub:
             def log_message(self, *args):  # keep the test output quiet
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        serve = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        serve.start()
+        self.url = start(Handler).url
 
     def put(self, repo: str, revision: str, payload: bytes) -> None:
         target = self.root / repo / "resolve" / revision / "model.safetensors"
@@ -68,13 +65,12 @@ class Hub:
 
 
 @pytest.fixture
-def hub(tmp_path, monkeypatch):
-    server = Hub(tmp_path / "hub")
+def hub(tmp_path, monkeypatch, local_server):
+    server = Hub(tmp_path / "hub", local_server)
     monkeypatch.setattr(pretrained, "HUB", server.url)
     monkeypatch.setenv("DLNOTES_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr(data, "REGISTRY", dict(data.REGISTRY))
-    yield server
-    server.server.shutdown()
+    return server
 
 
 def _pin(monkeypatch, payload: bytes) -> None:
