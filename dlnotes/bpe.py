@@ -323,8 +323,14 @@ class BPETokenizer:
 
         Names in `allowed_special` become their special id; finding a name from
         `disallowed_special` (by default every special not allowed) is an error;
-        other names are encoded as plain text.
+        other names are encoded as plain text. A single name may be given as a str.
         """
+        if not isinstance(text, str):
+            raise InputError(f"encode takes a str, got {type(text).__name__}")
+        allowed_special, disallowed_special = (
+            {names} if isinstance(names, str) and names != "all" else names
+            for names in (allowed_special, disallowed_special)
+        )
         allowed = set(self.special_tokens if allowed_special == "all" else allowed_special)
         unknown = allowed - set(self.special_tokens)
         if unknown:

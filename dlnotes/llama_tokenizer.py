@@ -39,7 +39,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from dlnotes.bpe import BPETokenizer
 from dlnotes.errors import DataError, InputError
@@ -81,6 +81,8 @@ class LlamaTokenizer(BPETokenizer):
 
     ``tok = LlamaTokenizer.from_gguf(path)``; ``tok.encode("2026")`` gives four ids;
     ``tok.encode_chat([{"role": "user", "content": "Hi"}])`` the ids of a chat prompt.
+    `encode` adds no bos, as this model's file says; ``allowed_special="all"`` encodes
+    special-token names as Hugging Face's tokenizer does.
     """
 
     # A chunk that is a whole token skips the merges; the tests check on every token of
@@ -219,24 +221,6 @@ class LlamaTokenizer(BPETokenizer):
                 f"{len(tokens):,} tokens; the others could not be decoded"
             )
         return tok
-
-    def encode(
-        self,
-        text: str,
-        *,
-        allowed_special: Literal["all"] | Iterable[str] = frozenset(),
-        disallowed_special: Literal["all"] | Iterable[str] = "all",
-    ) -> list[int]:
-        """Ids for `text`; special-token names in it are an error unless allowed
-        (``allowed_special="all"`` matches Hugging Face's tokenizer) or made plain text
-        with ``disallowed_special=()``. No bos is added, as this model's file says."""
-        if not isinstance(text, str):
-            raise InputError(f"encode takes a str, got {type(text).__name__}")
-        if isinstance(allowed_special, str) and allowed_special != "all":
-            allowed_special = {allowed_special}
-        return super().encode(
-            text, allowed_special=allowed_special, disallowed_special=disallowed_special
-        )
 
     def apply_chat_template(
         self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True

@@ -130,6 +130,18 @@ def test_special_tokens_after_training() -> None:
         tok.encode(text)
     with pytest.raises(InputError, match="unknown special"):
         tok.encode(text, allowed_special={"<|pad|>"})
+    # one name as a str: a set of that name, not of its characters
+    assert tok.encode(text, allowed_special="<|endoftext|>") == ids
+    with pytest.raises(InputError, match="unknown special"):
+        tok.encode(text, allowed_special="<|pad|>")
+    with pytest.raises(InputError, match=r"'<\|endoftext\|>' at character 7"):
+        tok.encode(text, disallowed_special="<|endoftext|>")
+
+
+@pytest.mark.parametrize("bad", [None, b"bytes", 5, ["a"]])
+def test_encode_refuses_what_is_not_a_str(bad: object) -> None:
+    with pytest.raises(InputError, match=f"encode takes a str, got {type(bad).__name__}"):
+        _small_trained().encode(bad)
 
 
 def test_specials_are_not_merged_in_training() -> None:
