@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,7 +33,14 @@ from dlnotes.text import ENDOFTEXT
 if TYPE_CHECKING:
     import tiktoken
 
-__all__ = ["ENDOFTEXT", "ENDOFTEXT_ID", "GPT2Tokenizer", "bytes_to_unicode", "tiktoken_gpt2"]
+__all__ = [
+    "ENDOFTEXT",
+    "ENDOFTEXT_ID",
+    "GPT2Tokenizer",
+    "byte_level_parts",
+    "bytes_to_unicode",
+    "tiktoken_gpt2",
+]
 
 ENDOFTEXT_ID = 50256
 
@@ -57,6 +65,28 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(sorted(table.items()))
 
 
+def byte_level_parts(
+    id_of: Mapping[str, int], lines: Iterable[str], name: object
+) -> tuple[list[int | None], dict[tuple[int, int], int]]:
+    """The byte ids and merges of a vocabulary spelled in `bytes_to_unicode`'s characters
+    (token string -> id) and its ``"left right"`` merge lines, in order; blank and
+    ``#version`` lines are skipped. A byte the vocabulary lacks gets None (the caller
+    decides whether that is allowed); a merge naming a token it lacks is a `DataError`
+    that names `name`, the file it came from."""
+    char_of = bytes_to_unicode()
+    byte_ids = [id_of.get(char_of[b]) for b in range(256)]
+    merges = {}
+    try:
+        for line in lines:
+            if not line or line.startswith("#version"):
+                continue
+            left, right = line.split(" ")
+            merges[(id_of[left], id_of[right])] = id_of[left + right]
+    except (KeyError, ValueError):
+        raise DataError(f"{name}: merge {line!r} names a token the vocabulary lacks") from None
+    return byte_ids, merges
+
+
 class GPT2Tokenizer(BPETokenizer):
     """GPT-2's byte-level BPE, loaded from OpenAI's ``encoder.json`` and ``vocab.bpe``.
 
@@ -74,21 +104,9 @@ class GPT2Tokenizer(BPETokenizer):
             lines = Path(vocab_bpe).read_text(encoding="utf-8").splitlines()
         except (OSError, ValueError) as exc:
             raise DataError(f"cannot read GPT-2 tokenizer files: {exc}") from None
-        char_of = bytes_to_unicode()
-        try:
-            # GPT-2 gives the 256 single bytes the ids 0..255 in its printable-first order.
-            byte_ids = [encoder[char_of[b]] for b in range(256)]
-            merges = {}
-            for line in lines:
-                if not line or line.startswith("#version"):
-                    continue
-                left, right = line.split()
-                merges[(encoder[left], encoder[right])] = encoder[left + right]
-        except (KeyError, ValueError) as exc:
-            raise DataError(
-                f"{vocab_bpe} does not match {encoder_json}: merge line or token {exc} "
-                "is missing from the encoder"
-            ) from None
+        byte_ids, merges = byte_level_parts(encoder, lines, f"{vocab_bpe} with {encoder_json}")
+        if None in byte_ids:  # GPT-2 has all 256, as ids 0..255 in its printable-first order
+            raise DataError(f"{encoder_json} lacks the single byte {byte_ids.index(None)}")
         specials = {ENDOFTEXT: encoder.get(ENDOFTEXT, ENDOFTEXT_ID)}
         return cls(merges, pattern=GPT2_PATTERN, special_tokens=specials, byte_ids=byte_ids)
 

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from dlnotes.bpe import BPETokenizer
 from dlnotes.errors import DataError, InputError
-from dlnotes.gpt2_tokenizer import bytes_to_unicode
+from dlnotes.gpt2_tokenizer import byte_level_parts
 
 if TYPE_CHECKING:
     from gguf import GGUFReader
@@ -201,16 +201,7 @@ class LlamaTokenizer(BPETokenizer):
     ) -> LlamaTokenizer:
         """The tokenizer for token strings in GPT-2's byte spelling and ``"left right"``
         merge lines; `DataError` (naming the file `name`) if they do not fit together."""
-        id_of = {t: i for i, t in enumerate(tokens)}
-        char_of = bytes_to_unicode()
-        byte_ids = [id_of.get(char_of[b]) for b in range(256)]
-        merges = {}
-        try:
-            for line in lines:
-                left, right = line.split(" ")
-                merges[(id_of[left], id_of[right])] = id_of[left + right]
-        except (KeyError, ValueError):
-            raise DataError(f"{name}: merge {line!r} names a token the vocabulary lacks") from None
+        byte_ids, merges = byte_level_parts({t: i for i, t in enumerate(tokens)}, lines, name)
         try:
             tok = cls(merges, byte_ids=byte_ids, **kwargs)
         except InputError as exc:

@@ -163,8 +163,15 @@ def test_save_load_keeps_gpt2_byte_order(ours, reference, tmp_path) -> None:
 def test_mismatched_files(tmp_path, data_file) -> None:
     encoder = tmp_path / "encoder.json"
     encoder.write_text(json.dumps({"a": 0}))
-    with pytest.raises(DataError, match="does not match"):
+    with pytest.raises(DataError, match="vocab.bpe with .*merge 'Ġ t' names a token the voc"):
         GPT2Tokenizer.from_files(encoder, data_file("gpt2-vocab"))
+    # no merges, and every byte but the space
+    chars = bytes_to_unicode()
+    encoder.write_text(json.dumps({chars[b]: b for b in range(256) if b != 32}))
+    no_merges = tmp_path / "vocab.bpe"
+    no_merges.write_text("#version: 0.2\n")
+    with pytest.raises(DataError, match="encoder.json lacks the single byte 32"):
+        GPT2Tokenizer.from_files(encoder, no_merges)
     with pytest.raises(DataError, match="cannot read"):
         GPT2Tokenizer.from_files(tmp_path / "missing.json", data_file("gpt2-vocab"))
 
