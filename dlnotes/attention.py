@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dlnotes.errors import InputError, require_int
+from dlnotes.errors import InputError, require_int, require_number
 
 
 def _check_positive(**sizes: int) -> None:
@@ -116,8 +116,7 @@ class MultiHeadAttention(nn.Module):
                 f"d_out={d_out} must be divisible by num_heads={num_heads} "
                 "(each head gets d_out / num_heads dimensions)"
             )
-        if not 0.0 <= dropout < 1.0:
-            raise InputError(f"dropout must be in [0, 1), got {dropout}")
+        require_number("dropout", dropout, "[0, 1)")
         self.d_in, self.d_out = d_in, d_out
         self.num_heads, self.head_dim = num_heads, d_out // num_heads
         self.context_length = context_length

@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 
 from dlnotes.atomic import atomic_write
 from dlnotes.checkpoint import load_checkpoint, load_failure, save_checkpoint
-from dlnotes.errors import CheckpointError, DataError, InputError, require_int
+from dlnotes.errors import CheckpointError, DataError, InputError, require_int, require_number
 from dlnotes.losses import AmpArg, amp_dtype, autocast, device_of
 from dlnotes.train import History
 
@@ -389,8 +389,7 @@ def frozen_prefix(model: nn.Module) -> int:
 def set_dropout(model: nn.Module, p: float) -> nn.Module:
     """Set every dropout rate in the model to `p` (the book's ch06 uses 0.0 for GPT-2);
     the configuration records it too."""
-    if not 0.0 <= p < 1.0:
-        raise InputError(f"dropout must be in [0, 1), got {p}")
+    require_number("dropout", p, "[0, 1)")
     for m in model.modules():
         if isinstance(m, nn.Dropout):
             m.p = p

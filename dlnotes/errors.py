@@ -10,6 +10,7 @@ dlnotes leaves the interpreter's error handling alone.
 
 from __future__ import annotations
 
+import math
 import numbers
 import sys
 from types import TracebackType
@@ -46,6 +47,45 @@ def require_int(name: str, value: object, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def require_number(name: str, value: object, interval: str = "(-inf, inf)", why: str = "") -> float:
+    """`value` as a float if it is a real number inside `interval`, written as in maths
+    (``"[0, 1)"``, ``"(0, inf)"``), else an `InputError` naming it; `why` is added to the
+    message. Booleans, NaN and, unless a bound is closed there, infinities are refused.
+
+    >>> require_number("drop_rate", 0.1, "[0, 1)")
+    0.1
+    >>> require_number("temperature", -1, "[0, inf)", "(0 = greedy)")
+    Traceback (most recent call last):
+    dlnotes.errors.InputError: temperature must be a number >= 0 (0 = greedy), got -1
+    """
+    low, high = (bound.strip() for bound in interval[1:-1].split(","))
+    closed_low, closed_high = interval[0] == "[", interval[-1] == "]"
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    try:
+        x = float(value) if number else math.nan  # type: ignore[arg-type]
+    except OverflowError:  # an int beyond float's range
+        x = math.inf if value > 0 else -math.inf  # type: ignore[operator]
+    if not (
+        (x >= float(low) if closed_low else x > float(low))
+        and (x <= float(high) if closed_high else x < float(high))
+    ):
+        if high == "inf" and low == "-inf":
+            kind = "a finite number"
+        elif high == "inf":
+            kind = f"a number {'>=' if closed_low else '>'} {low}"
+        else:
+            kind = f"a number in {interval}"
+        raise InputError(f"{name} must be {kind}{' ' + why if why else ''}, got {value!r}")
+    return x
+
+
+def require_bool(name: str, value: object) -> bool:
+    """`value` if it is True or False (not 1, not "yes"), else an `InputError` naming it."""
+    if not isinstance(value, bool):
+        raise InputError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def _format(exc: BaseException) -> str:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dlnotes.atomic import atomic_write
-from dlnotes.errors import DataError, InputError
+from dlnotes.errors import DataError, InputError, require_number
 from dlnotes.instruct import RESPONSE_KEY, Entry, format_input, validate_entries
 
 # --- ROUGE-L -----------------------------------------------------------------------------
@@ -236,8 +236,7 @@ class OllamaJudge:
         seed: int = 123,
         num_ctx: int = 2048,
     ) -> None:
-        if not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise InputError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        require_number("timeout", timeout, "(0, inf)", "(seconds)")
         self.model, self.url, self.timeout = model, url, float(timeout)
         self.seed, self.num_ctx = seed, num_ctx
         self.name = f"Ollama {model}"

@@ -30,7 +30,6 @@ dropout off, as the book does.
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from dlnotes.errors import InputError, require_int
+from dlnotes.errors import InputError, require_int, require_number
 from dlnotes.gpt import check_token_ids
 
 
@@ -51,10 +50,7 @@ def check_sampling(temperature: float, top_k: int | None, vocab_size: int) -> No
     ...
     dlnotes.errors.InputError: top_k must be an integer in 1..50257 (the vocabulary size), got 0
     """
-    if not isinstance(temperature, (int, float)) or not temperature >= 0 or math.isinf(temperature):
-        raise InputError(
-            f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}"
-        )
+    require_number("temperature", temperature, "[0, inf)", "(0 = greedy)")
     if top_k is not None and (
         isinstance(top_k, bool)
         or not isinstance(top_k, numbers.Integral)

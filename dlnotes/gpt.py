@@ -19,7 +19,6 @@ padding masks, and any positional scheme other than GPT-2's learned absolute one
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dlnotes.attention import KVCache, MultiHeadAttention
-from dlnotes.errors import InputError, require_int
+from dlnotes.errors import InputError, require_bool, require_int, require_number
 
 # name -> (emb_dim, n_layers, n_heads) of the four released GPT-2 models.
 GPT2_SIZES: dict[str, tuple[int, int, int]] = {
@@ -90,19 +89,10 @@ class GPTConfig:
             require_int(f"GPTConfig.{name}", getattr(self, name))
         if self.emb_dim % self.n_heads:
             raise InputError(f"emb_dim={self.emb_dim} must be divisible by n_heads={self.n_heads}")
-        for name in ("drop_rate", "layer_norm_eps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise InputError(f"GPTConfig.{name} must be a number, got {value!r}")
-        if not 0.0 <= self.drop_rate < 1.0:
-            raise InputError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
-        if not 0.0 < self.layer_norm_eps < 1.0:
-            raise InputError(f"layer_norm_eps must be in (0, 1), got {self.layer_norm_eps}")
+        require_number("GPTConfig.drop_rate", self.drop_rate, "[0, 1)")
+        require_number("GPTConfig.layer_norm_eps", self.layer_norm_eps, "(0, 1)")
         for name in ("qkv_bias", "tie_weights"):
-            if not isinstance(getattr(self, name), bool):
-                raise InputError(
-                    f"GPTConfig.{name} must be True or False, got {getattr(self, name)!r}"
-                )
+            require_bool(f"GPTConfig.{name}", getattr(self, name))
 
     @classmethod
     def gpt2(cls, size: str = "124M", **overrides: object) -> GPTConfig:

@@ -47,7 +47,14 @@ from torch import Tensor, nn
 
 from dlnotes import data
 from dlnotes.attention import KVCache
-from dlnotes.errors import CheckpointError, DataError, InputError, require_int
+from dlnotes.errors import (
+    CheckpointError,
+    DataError,
+    InputError,
+    require_bool,
+    require_int,
+    require_number,
+)
 from dlnotes.gpt import DecoderLM
 from dlnotes.llama_tokenizer import gguf_value, open_gguf
 
@@ -97,9 +104,8 @@ class LlamaConfig:
         if self.head_dim % 2:
             raise InputError(f"the head size {self.head_dim} must be even for rotary embeddings")
         for name in ("rope_base", "norm_eps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise InputError(f"LlamaConfig.{name} must be a number > 0, got {value!r}")
+            require_number(f"LlamaConfig.{name}", getattr(self, name), "(0, inf)")
+        require_bool("LlamaConfig.tie_weights", self.tie_weights)
 
     @property
     def head_dim(self) -> int:

@@ -43,18 +43,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dlnotes.atomic import atomic_write
-from dlnotes.errors import CheckpointError, InputError, require_int
+from dlnotes.errors import CheckpointError, InputError, require_int, require_number
 
 SCALINGS = ("alpha/rank", "alpha")
 SplitsArg = str | None | Mapping[str, int | Sequence[int]]  # see apply_lora
 FORMAT = "dlnotes-lora"
 VERSION = "1"
-
-
-def _check_alpha(alpha: object) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
-        raise InputError(f"alpha must be a finite number, got {alpha!r}")
-    return float(alpha)
 
 
 def _check_scaling(scaling: object) -> str:
@@ -108,7 +102,7 @@ class LoRALayer(nn.Module):
                 "or pass allow_excess_rank=True"
             )
         self.in_features, self.out_features = in_features, out_features
-        self.rank, self.alpha, self.splits = rank, _check_alpha(alpha), sizes
+        self.rank, self.alpha, self.splits = rank, require_number("alpha", alpha), sizes
         self.scaling_mode = _check_scaling(scaling)
         self.scaling = self.alpha / rank if self.scaling_mode == "alpha/rank" else self.alpha
         kw: dict[str, Any] = {"device": device, "dtype": dtype}

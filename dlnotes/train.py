@@ -21,7 +21,6 @@ generation during training (pass ``on_epoch_end``; see `dlnotes.generate`).
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ from dlnotes.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from dlnotes.errors import CheckpointError, InputError, require_int
+from dlnotes.errors import CheckpointError, InputError, require_bool, require_int, require_number
 from dlnotes.loader import ids_to_text, text_to_ids
 from dlnotes.losses import AmpArg, amp_dtype, autocast, batch_loss, evaluate, loader_loss
 
@@ -273,15 +272,10 @@ def train(
     ):
         if value is not None:
             require_int(name, value)
-    if grad_clip is not None and (
-        isinstance(grad_clip, bool) or not isinstance(grad_clip, numbers.Real) or not grad_clip > 0
-    ):
+    if grad_clip is not None:
         # A limit <= 0 would flip or zero every step instead of bounding it.
-        raise InputError(
-            f"grad_clip must be a number > 0 (the largest gradient norm allowed), got {grad_clip!r}"
-        )
-    if not isinstance(compile, bool):
-        raise InputError(f"compile must be True or False, got {compile!r}")
+        require_number("grad_clip", grad_clip, "(0, inf)", "(the largest gradient norm allowed)")
+    require_bool("compile", compile)
     n_batches = len(train_loader)
     for which, loader in (("training", train_loader), ("validation", val_loader)):
         if len(loader) == 0:

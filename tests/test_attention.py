@@ -190,7 +190,7 @@ def test_bad_sizes_name_the_numbers() -> None:
         MultiHeadAttention(4, 8, 8, num_heads=0)
     with pytest.raises(InputError, match=r"num_heads must be an integer >= 1, got 2.0"):
         MultiHeadAttention(4, 8, 8, num_heads=2.0)  # type: ignore[arg-type]
-    with pytest.raises(InputError, match=r"dropout must be in \[0, 1\), got 1.5"):
+    with pytest.raises(InputError, match=r"dropout must be a number in \[0, 1\), got 1.5"):
         MultiHeadAttention(4, 8, 8, dropout=1.5)
     mha = MultiHeadAttention(4, 8, 6, num_heads=2)
     with pytest.raises(

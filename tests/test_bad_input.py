@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dlnotes import checkpoint as ckpt
 from dlnotes.checkpoint import load_checkpoint, save_checkpoint
-from dlnotes.errors import CheckpointError, DataError, InputError
+from dlnotes.errors import CheckpointError, DataError, InputError, require_bool, require_number
 from dlnotes.gpt import GPT, GPTConfig
 from dlnotes.losses import batch_loss, loader_loss
 from dlnotes.train import make_optimizer, train
@@ -339,9 +339,9 @@ def test_endoftext_is_defined_once() -> None:
         ({"vocab_size": "300"}, r"GPTConfig.vocab_size must be an integer >= 1, got '300'"),
         ({"n_layers": True}, r"GPTConfig.n_layers must be an integer >= 1, got True"),
         ({"context_length": 0}, r"GPTConfig.context_length must be an integer >= 1, got 0"),
-        ({"drop_rate": "0.1"}, r"GPTConfig.drop_rate must be a number, got '0.1'"),
+        ({"drop_rate": "0.1"}, r"GPTConfig.drop_rate must be a number in \[0, 1\), got '0.1'"),
         ({"qkv_bias": 1}, r"GPTConfig.qkv_bias must be True or False, got 1"),
-        ({"layer_norm_eps": 0.0}, r"layer_norm_eps must be in \(0, 1\), got 0.0"),
+        ({"layer_norm_eps": 0.0}, r"layer_norm_eps must be a number in \(0, 1\), got 0.0"),
     ],
 )
 def test_config_values_of_the_wrong_type(overrides, error) -> None:
@@ -384,3 +384,52 @@ def test_resume_with_a_loader_of_other_generators_is_refused_first(tmp_path) -> 
     ):
         train(fresh, own, own, make_optimizer(fresh), checkpoint=path, progress=False)
     assert torch.equal(weights(fresh), before)
+
+
+@pytest.mark.parametrize(
+    ("value", "interval", "ok"),
+    [
+        (0, "[0, 1)", True),
+        (1, "[0, 1)", False),
+        (np.float32(0.5), "(0, 1)", True),
+        (0.0, "(0, 1)", False),
+        (float("nan"), "(-inf, inf)", False),
+        (float("inf"), "(-inf, inf)", False),
+        (float("inf"), "(0, inf]", True),
+        (10**400, "(0, inf)", False),  # beyond float's range: an error, not OverflowError
+        (-(10**400), "(-inf, 0)", False),
+        (True, "(-inf, inf)", False),
+        ("1", "(-inf, inf)", False),
+        (torch.tensor(1.0), "(-inf, inf)", False),  # a tensor would sync or break later
+        (None, "(0, inf)", False),
+    ],
+    ids=lambda v: str(v)[:12],
+)
+def test_require_number(value: object, interval: str, ok: bool) -> None:
+    if ok:
+        assert require_number("x", value, interval) == float(value)
+    else:
+        with pytest.raises(InputError, match=r"^x must be a .*number.*, got "):
+            require_number("x", value, interval)
+
+
+def test_require_number_and_bool_messages() -> None:
+    cases = [
+        (lambda: require_number("x", -1), None),
+        (lambda: require_number("x", "a"), "x must be a finite number, got 'a'"),
+        (
+            lambda: require_number("x", 0, "(0, inf)", "(why)"),
+            "x must be a number > 0 (why), got 0",
+        ),
+        (lambda: require_number("x", -1, "[0, inf)"), "x must be a number >= 0, got -1"),
+        (lambda: require_number("x", 2, "[0, 1]"), r"x must be a number in [0, 1], got 2"),
+        (lambda: require_bool("flag", 1), "flag must be True or False, got 1"),
+    ]
+    for call, message in cases:
+        if message is None:
+            assert call() == -1.0
+            continue
+        with pytest.raises(InputError) as caught:
+            call()
+        assert str(caught.value) == message
+    assert require_bool("flag", False) is False

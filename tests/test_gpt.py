@@ -150,7 +150,7 @@ def test_bad_config() -> None:
         GPTConfig.gpt2("2B")
     with pytest.raises(InputError, match="emb_dim=30 must be divisible by n_heads=4"):
         GPTConfig.tiny(emb_dim=30)
-    with pytest.raises(InputError, match="drop_rate must be in"):
+    with pytest.raises(InputError, match="drop_rate must be a number in"):
         GPTConfig.tiny(drop_rate=1.0)
     model = GPT(GPTConfig.tiny())
     cache = model.new_cache(1, 4)

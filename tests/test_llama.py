@@ -268,6 +268,8 @@ def test_config_presets_and_validation() -> None:
         (dict(emb_dim=36, n_heads=4, n_kv_heads=4), "even"),
         (dict(rope_base=-1.0), "rope_base"),
         (dict(hidden_dim=2.5), "hidden_dim"),
+        (dict(norm_eps=float("nan")), r"LlamaConfig.norm_eps must be a number > 0, got nan"),
+        (dict(tie_weights="no"), "LlamaConfig.tie_weights must be True or False, got 'no'"),
     ]:
         with pytest.raises(InputError, match=match):
             LlamaConfig.tiny(**bad)

@@ -28,7 +28,7 @@ from operator import mul
 from pathlib import Path
 
 from dlnotes.atomic import atomic_write
-from dlnotes.errors import CheckpointError, InputError
+from dlnotes.errors import CheckpointError, InputError, require_number
 from dlnotes.scratch.functional import relu, sigmoid, tanh
 from dlnotes.scratch.tensor import (
     Tensor,
@@ -259,8 +259,7 @@ class Dropout(Layer):
     """
 
     def __init__(self, p: float = 0.5, rng: random.Random | None = None) -> None:
-        if not 0.0 <= p < 1.0:
-            raise InputError(f"Dropout probability must be in [0, 1), got {p}")
+        require_number("Dropout probability", p, "[0, 1)")
         self.p, self.rng = p, rng
         self.mask: Tensor | None = None
 
