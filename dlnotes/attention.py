@@ -25,6 +25,23 @@ from torch import Tensor, nn
 from dlnotes.errors import InputError, require_int, require_number
 
 
+def check_attention_input(x: Tensor, width: int, context_length: int, cache: KVCache | None) -> int:
+    """The position `x`'s first token takes (the cache's fill, else 0), once `x` is
+    checked to be (batch, tokens, `width`) and to fit in the context with what is cached."""
+    if x.dim() != 3 or x.shape[-1] != width:
+        raise InputError(
+            f"attention expects input of shape (batch, tokens, {width}), got {tuple(x.shape)}"
+        )
+    start = cache.pos if cache is not None else 0
+    if start + x.shape[1] > context_length:
+        cached = f" ({start} cached + {x.shape[1]} new)" if cache is not None else ""
+        raise InputError(
+            f"sequence of {start + x.shape[1]} positions{cached} is longer than the "
+            f"context length {context_length}"
+        )
+    return start
+
+
 def _check_positive(**sizes: int) -> None:
     for name, value in sizes.items():
         require_int(name, value)
@@ -135,25 +152,10 @@ class MultiHeadAttention(nn.Module):
             f"context_length={self.context_length}, use_sdpa={self.use_sdpa}"
         )
 
-    def _check(self, x: Tensor, cache: KVCache | None) -> None:
-        if x.dim() != 3 or x.shape[-1] != self.d_in:
-            raise InputError(
-                f"attention expects input of shape (batch, tokens, {self.d_in}), "
-                f"got {tuple(x.shape)}"
-            )
-        start = cache.pos if cache is not None else 0
-        if start + x.shape[1] > self.context_length:
-            cached = f" ({start} cached + {x.shape[1]} new)" if cache is not None else ""
-            raise InputError(
-                f"sequence of {start + x.shape[1]} positions{cached} is longer than the "
-                f"context length {self.context_length}"
-            )
-
     def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
         """(B, T, d_in) -> (B, T, D); with `cache`, x holds only the new positions."""
-        self._check(x, cache)
+        start = check_attention_input(x, self.d_in, self.context_length, cache)
         B, T, _ = x.shape
-        start = cache.pos if cache is not None else 0
         q, k, v = self.qkv(x).split(self.d_out, dim=2)  # 3 × (B, T, D)
         # (B, T, D) -> (B, T, H, hs) -> (B, H, T, hs)
         q = q.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)

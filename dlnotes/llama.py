@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dlnotes import data
-from dlnotes.attention import KVCache
+from dlnotes.attention import KVCache, check_attention_input
 from dlnotes.errors import (
     CheckpointError,
     DataError,
@@ -224,22 +224,9 @@ class GroupedQueryAttention(nn.Module):
     def extra_repr(self) -> str:
         return f"n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, head_dim={self.head_dim}"
 
-    def _check(self, x: Tensor, start: int) -> None:
-        if x.dim() != 3 or x.shape[-1] != self.emb_dim:
-            raise InputError(
-                f"attention expects input of shape (batch, tokens, {self.emb_dim}), "
-                f"got {tuple(x.shape)}"
-            )
-        if start + x.shape[1] > self.context_length:
-            raise InputError(
-                f"sequence of {start + x.shape[1]} positions ({start} cached + {x.shape[1]} "
-                f"new) is longer than the context length {self.context_length}"
-            )
-
     def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
         """(B, T, D) -> (B, T, D); with `cache`, x holds only the new positions."""
-        start = cache.pos if cache is not None else 0
-        self._check(x, start)
+        start = check_attention_input(x, self.emb_dim, self.context_length, cache)
         B, T, _ = x.shape
         H, K, hs = self.n_heads, self.n_kv_heads, self.head_dim
         G = H // K
