@@ -10,6 +10,7 @@ Pure Python, so the pure-Python library (`dlnotes.scratch`) can use it too.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -94,3 +95,10 @@ def atomic_write(
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, obj: object) -> None:
+    """Save `obj` as JSON (UTF-8, indented) with `atomic_write`: the file is always whole."""
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=1, ensure_ascii=False)
+        fh.write("\n")

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from dlnotes.atomic import atomic_write
+from dlnotes.atomic import write_json
 from dlnotes.errors import DataError, InputError, require_number
-from dlnotes.instruct import RESPONSE_KEY, Entry, format_input, validate_entries
+from dlnotes.instruct import RESPONSE_KEY, Entry, format_input, read_json, validate_entries
 
 # --- ROUGE-L -----------------------------------------------------------------------------
 
@@ -418,10 +418,7 @@ class LocalJudge:
 
 
 def _load_saved(path: Path, name: str) -> list[dict | None]:
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read the saved scores {path} ({exc}); delete it") from None
+    saved = read_json(path, " ({exc}): the saved scores are lost; delete the file")
     if not isinstance(saved, dict) or saved.get("scorer") != name:
         raise DataError(f"{path} holds scores of another scorer than {name!r}; delete it")
     items = saved.get("items")
@@ -465,8 +462,7 @@ def score_responses(
         scores.append(score)
         if path is not None:
             saved[i] = {"response": response, "score": score.value, "note": score.note}
-            with atomic_write(path, "w", encoding="utf-8") as fh:
-                json.dump({"scorer": scorer.name, "items": saved}, fh, indent=1)
+            write_json(path, {"scorer": scorer.name, "items": saved})
     return scores
 
 

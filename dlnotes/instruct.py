@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from dlnotes.atomic import atomic_write
+from dlnotes.atomic import write_json
 from dlnotes.errors import DataError, InputError, require_int
 
 IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index
@@ -133,10 +133,10 @@ def load_instruction_data(path: str | Path | None = None) -> list[Entry]:
 
         path = data.fetch("instruction-data")
     path = Path(path)
-    return validate_entries(_read_json(path, ": {exc}"), str(path))
+    return validate_entries(read_json(path, ": {exc}"), str(path))
 
 
-def _read_json(path: Path, invalid: str) -> Any:
+def read_json(path: Path, invalid: str) -> Any:
     """The JSON in `path`; `DataError` if it cannot be read, or is not JSON (then the
     message goes on with `invalid`, formatted with the parser's `exc`)."""
     try:
@@ -337,7 +337,7 @@ def load_responses(path: str | Path, entries: Sequence[Entry] | None = None) -> 
     """Entries with responses saved by `generate_responses`; with `entries`, checks that the
     file holds those entries in that order."""
     path = Path(path)
-    saved = validate_entries(_read_json(path, " ({exc}); delete it to start again"), str(path))
+    saved = validate_entries(read_json(path, " ({exc}); delete it to start again"), str(path))
     if entries is not None and (
         len(saved) != len(entries) or not all(map(_same_entry, saved, entries))
     ):
@@ -346,12 +346,6 @@ def load_responses(path: str | Path, entries: Sequence[Entry] | None = None) -> 
             "delete it or save to another path"
         )
     return saved
-
-
-def _write_json(path: Path, obj: object) -> None:
-    with atomic_write(path, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1, ensure_ascii=False)
-        fh.write("\n")
 
 
 def _length_groups(lengths: Sequence[int], todo: Iterable[int], batch_size: int) -> list[list[int]]:
@@ -425,10 +419,10 @@ def generate_responses(
                         row = row[: row.index(eos_id)]
                     out[i][key] = tokenizer.decode(row).strip()
                 if path is not None:
-                    _write_json(path, out)
+                    write_json(path, out)
                 bar.update(len(group))
     finally:
         model.train(was_training)
     if path is not None and not path.is_file():
-        _write_json(path, out)  # nothing was left to generate
+        write_json(path, out)  # nothing was left to generate
     return out

@@ -338,7 +338,7 @@ def test_score_responses_bad_input(tmp_path) -> None:
     with pytest.raises(DataError, match="another scorer"):
         score_responses(_responses(), RougeL(), path=path)
     path.write_text("{")
-    with pytest.raises(DataError, match="cannot read the saved scores"):
+    with pytest.raises(DataError, match="scores.json is not valid JSON .*saved scores are lost"):
         score_responses(_responses(), RougeL(), path=path)
 
 
