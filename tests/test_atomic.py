@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dlnotes.atomic import atomic_write
+from dlnotes.atomic import atomic_write, write_json
 from dlnotes.bpe import BPETokenizer
 from dlnotes.scratch.layers import Linear, save_weights
 
@@ -38,7 +38,7 @@ def test_written_file_replaces_the_old_one_with_a_normal_mode(tmp_path: Path) ->
     assert [p.name for p in tmp_path.iterdir()] == ["state.bin"]
 
 
-@pytest.mark.parametrize("save", ["bpe", "scratch"])
+@pytest.mark.parametrize("save", ["bpe", "scratch", "json"])
 def test_library_saves_go_through_atomic_write(
     save: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -46,6 +46,8 @@ def test_library_saves_go_through_atomic_write(
     target.write_text('"previous"')
     if save == "bpe":
         call = BPETokenizer.train("aaab aab", vocab_size=258).save
+    elif save == "json":  # saved responses (ch07) and saved scores
+        call = functools.partial(write_json, obj={"a": 1})
     else:
         call = functools.partial(save_weights, Linear(2, 3))
     # A failure while the JSON is being written must not clobber the previous file.
