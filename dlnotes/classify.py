@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 from dlnotes.atomic import atomic_write
 from dlnotes.checkpoint import load_checkpoint, load_failure, save_checkpoint
 from dlnotes.errors import CheckpointError, DataError, InputError, require_int, require_number
+from dlnotes.loader import make_loader
 from dlnotes.losses import AmpArg, amp_dtype, autocast, device_of
 from dlnotes.train import History
 
@@ -302,18 +303,6 @@ class ClassificationDataset(Dataset):
 
     def __getitem__(self, k: int) -> tuple[Tensor, Tensor]:
         return self.ids[k], self.labels[k]
-
-
-def make_loader(dataset: Dataset, batch_size: int = 8, *, train: bool = False) -> DataLoader:
-    """A loader of `batch_size`; ``train=True`` shuffles (from the global torch generator,
-    as the book does) and drops the last partial batch."""
-    batch_size = require_int("batch_size", batch_size)
-    if train and len(dataset) < batch_size:  # type: ignore[arg-type]
-        raise InputError(
-            f"{len(dataset)} training examples are fewer than batch_size={batch_size}: "  # type: ignore[arg-type]
-            "drop_last would leave no batch"
-        )
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train)
 
 
 def make_loaders(

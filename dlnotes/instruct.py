@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dlnotes.atomic import write_json
 from dlnotes.errors import DataError, InputError, require_int
+from dlnotes.loader import make_loader
 
 IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index
 RESPONSE_KEY = "model_response"
@@ -299,29 +300,19 @@ def instruction_loaders(
     """One DataLoader per split: the first shuffled with its last partial batch dropped
     (training), the others in order and complete. Shuffling draws from PyTorch's global
     generator, so seeding first makes it repeatable."""
-    require_int("batch_size", batch_size)
     fn = instruction_collate(
         pad_id, eos_id, allowed_max_length=allowed_max_length, mask_prompt=mask_prompt
     )
-    loaders = []
-    for i, entries in enumerate(splits):
-        dataset = InstructionDataset(entries, tokenizer, style)
-        training = i == 0
-        if training and len(dataset) < batch_size:
-            raise InputError(
-                f"{len(dataset)} training entries are fewer than batch_size={batch_size}"
-            )
-        loaders.append(
-            DataLoader(
-                dataset,
-                batch_size=batch_size,
-                shuffle=training,
-                drop_last=training,
-                collate_fn=fn,
-                num_workers=num_workers,
-            )
+    return [
+        make_loader(
+            InstructionDataset(entries, tokenizer, style),
+            batch_size,
+            train=i == 0,
+            collate_fn=fn,
+            num_workers=num_workers,
         )
-    return loaders
+        for i, entries in enumerate(splits)
+    ]
 
 
 # --- responses -----------------------------------------------------------------------

@@ -14,7 +14,7 @@ distributed sampling.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -171,5 +171,32 @@ def create_dataloader(
         batch_size=batch_size,
         shuffle=shuffle,
         drop_last=drop_last,
+        num_workers=num_workers,
+    )
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int = 8,
+    *,
+    train: bool = False,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    num_workers: int = 0,
+) -> DataLoader:
+    """A loader of `batch_size` over a finetuning data set: ``train=True`` shuffles (from
+    the global torch generator, as the book does) and drops the last partial batch."""
+    batch_size = require_int("batch_size", batch_size)
+    require_int("num_workers", num_workers, minimum=0)
+    if train and len(dataset) < batch_size:  # type: ignore[arg-type]
+        raise InputError(
+            f"{len(dataset):,} training examples are fewer than batch_size={batch_size}: "  # type: ignore[arg-type]
+            "drop_last would leave no batch"
+        )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=train,
+        collate_fn=collate_fn,
         num_workers=num_workers,
     )
