@@ -55,7 +55,7 @@ from dlnotes.atomic import atomic_write
 from dlnotes.checkpoint import load_checkpoint, load_failure, save_checkpoint
 from dlnotes.errors import CheckpointError, DataError, InputError, require_int, require_number
 from dlnotes.loader import make_loader
-from dlnotes.losses import AmpArg, amp_dtype, autocast, device_of
+from dlnotes.losses import AmpArg, amp_dtype, autocast, device_of, eval_mode
 from dlnotes.train import History
 
 if TYPE_CHECKING:
@@ -401,21 +401,6 @@ def _train_mode(net: nn.Module) -> None:
                 m.eval()
 
 
-class _EvalMode:
-    """Eval mode inside a `with`; afterwards every submodule's own mode is restored."""
-
-    def __init__(self, net: nn.Module) -> None:
-        self.net = net
-
-    def __enter__(self) -> None:
-        self.modes = [(m, m.training) for m in self.net.modules()]
-        self.net.eval()
-
-    def __exit__(self, *exc: object) -> None:
-        for m, mode in self.modes:
-            m.training = mode
-
-
 def class_logits(model: nn.Module, inputs: Tensor, position: int = -1) -> Tensor:
     """(B, T) ids (or a `TopOfModel`'s (B, T, D) inputs) -> (B, C) class scores: the
     output at `position`, the last one by default (under the causal mask the only
@@ -455,7 +440,7 @@ def loader_class_loss(
     n = _n_batches(loader, num_batches)
     device = device_of(model)
     total = torch.zeros((), device=device)
-    with _EvalMode(model), autocast(device, amp_dtype(device, amp)):
+    with eval_mode(model), autocast(device, amp_dtype(device, amp)):
         for i, (inputs, labels) in enumerate(loader):
             if i == n:
                 break
@@ -478,7 +463,7 @@ def loader_accuracy(
     device = device_of(model)
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
-    with _EvalMode(model), autocast(device, amp_dtype(device, amp)):
+    with eval_mode(model), autocast(device, amp_dtype(device, amp)):
         for i, (inputs, labels) in enumerate(loader):
             if i == n:
                 break
@@ -547,7 +532,7 @@ class PrefixCache:
         """(B, T) ids -> (B, T, D) output of block k-1, computed in eval mode."""
         model = self.model
         device = device_of(model)
-        with _EvalMode(model), autocast(device, amp_dtype(device, self.amp)):
+        with eval_mode(model), autocast(device, amp_dtype(device, self.amp)):
             x = model.embed(ids.to(device))
             for block in model.h[: self.k]:
                 x = block(x)
@@ -766,7 +751,7 @@ def classify(
     if max_length is not None:
         ids = ids + [base.pad_id] * (limit - len(ids))
     device = device_of(model)
-    with torch.no_grad(), _EvalMode(model):
+    with torch.no_grad(), eval_mode(model):
         scores = class_logits(model, torch.tensor([ids], device=device), position)
     n = scores.shape[-1]
     if n != len(labels):

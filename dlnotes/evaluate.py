@@ -38,7 +38,15 @@ from typing import Any, Protocol
 
 from dlnotes.atomic import write_json
 from dlnotes.errors import DataError, InputError, require_number
-from dlnotes.instruct import RESPONSE_KEY, Entry, format_input, read_json, validate_entries
+from dlnotes.instruct import (
+    RESPONSE_KEY,
+    Entry,
+    continuations,
+    format_input,
+    read_json,
+    validate_entries,
+)
+from dlnotes.losses import eval_mode
 
 # --- ROUGE-L -----------------------------------------------------------------------------
 
@@ -355,21 +363,12 @@ class LocalJudge:
         """The model's greedy free-form reply to `prompt` (up to its end token)."""
         import torch
 
-        from dlnotes.generate import generate
-
-        model = self.base.model
-        ids = self._checked_ids(prompt, 1)
+        model, ids = self.base.model, self._checked_ids(prompt, 1)
         idx = torch.tensor([ids], device=next(model.parameters()).device)
-        was_training = model.training
-        model.eval()
-        try:
-            out = generate(model, idx, self.max_new_tokens, eos_id=self.base.eos_id)
-        finally:
-            model.train(was_training)
-        new = out[0, len(ids) :].tolist()
-        if self.base.eos_id in new:
-            new = new[: new.index(self.base.eos_id)]
-        return self.base.tokenizer.decode(new)
+        (text,) = continuations(
+            model, self.base.tokenizer, idx, self.max_new_tokens, self.base.eos_id
+        )
+        return text
 
     def number(self, prompt: str) -> int:
         """The most likely answer to `prompt` that is a number in 0..100, digit by digit."""
@@ -379,27 +378,22 @@ class LocalJudge:
         digits = self.digit_ids()
         ids = self._checked_ids(prompt, 3)
         device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                cache = model.new_cache(1, len(ids) + 3)
-                logits = model(torch.tensor([ids], device=device), cache, last_only=True)[0, -1]
-                text = ""
-                while True:
-                    allowed = [0] if text == "10" else range(10)  # "10" may become "100"
-                    candidates = [digits[d] for d in allowed] + ([eos] if text else [])
-                    best = max(candidates, key=lambda t: logits[t].item())
-                    if best == eos:
-                        break
-                    text += str(digits.index(best))
-                    # "0", "100" and any two digits but "10" are complete answers.
-                    if text == "0" or len(text) == 3 or (len(text) == 2 and text != "10"):
-                        break
-                    step = torch.tensor([[best]], device=device)
-                    logits = model(step, cache, last_only=True)[0, -1]
-        finally:
-            model.train(was_training)
+        with eval_mode(model), torch.inference_mode():
+            cache = model.new_cache(1, len(ids) + 3)
+            logits = model(torch.tensor([ids], device=device), cache, last_only=True)[0, -1]
+            text = ""
+            while True:
+                allowed = [0] if text == "10" else range(10)  # "10" may become "100"
+                candidates = [digits[d] for d in allowed] + ([eos] if text else [])
+                best = max(candidates, key=lambda t: logits[t].item())
+                if best == eos:
+                    break
+                text += str(digits.index(best))
+                # "0", "100" and any two digits but "10" are complete answers.
+                if text == "0" or len(text) == 3 or (len(text) == 2 and text != "10"):
+                    break
+                step = torch.tensor([[best]], device=device)
+                logits = model(step, cache, last_only=True)[0, -1]
         return int(text)
 
     def __call__(self, entry: Entry, response: str) -> Score:

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from dlnotes.atomic import write_json
 from dlnotes.errors import DataError, InputError, require_int
 from dlnotes.loader import make_loader
+from dlnotes.losses import eval_mode
 
 IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index
 RESPONSE_KEY = "model_response"
@@ -351,6 +352,18 @@ def _length_groups(lengths: Sequence[int], todo: Iterable[int], batch_size: int)
     ]
 
 
+def continuations(
+    model: nn.Module, tokenizer: Any, idx: Tensor, max_new_tokens: int, eos_id: int | None
+) -> list[str]:
+    """The text greedy decoding appends to each row of the (B, T) prompt ids `idx`, up
+    to its first `eos_id`, in eval mode (each submodule's mode restored afterwards)."""
+    from dlnotes.generate import generate
+
+    with eval_mode(model):
+        new = generate(model, idx, max_new_tokens, eos_id=eos_id)[:, idx.shape[1] :].tolist()
+    return [tokenizer.decode(row[: row.index(eos_id)] if eos_id in row else row) for row in new]
+
+
 def generate_responses(
     model: nn.Module,
     tokenizer: Any,
@@ -374,8 +387,6 @@ def generate_responses(
     """
     from tqdm.auto import tqdm
 
-    from dlnotes.generate import generate
-
     require_int("max_new_tokens", max_new_tokens)
     require_int("batch_size", batch_size)
     entries = validate_entries(list(entries))
@@ -397,23 +408,16 @@ def generate_responses(
     todo = [i for i, e in enumerate(out) if not isinstance(e.get(key), str)]
     groups = _length_groups([len(r) for r in ids], todo, batch_size)
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     quiet = {} if progress else {"disable": True}
-    try:
-        with tqdm(total=len(todo), unit="response", **quiet) as bar:
-            for group in groups:
-                batch = torch.tensor([ids[i] for i in group], device=device)
-                new = generate(model, batch, max_new_tokens, eos_id=eos_id)[:, batch.shape[1] :]
-                for i, row in zip(group, new.tolist(), strict=True):
-                    if eos_id in row:
-                        row = row[: row.index(eos_id)]
-                    out[i][key] = tokenizer.decode(row).strip()
-                if path is not None:
-                    write_json(path, out)
-                bar.update(len(group))
-    finally:
-        model.train(was_training)
+    with tqdm(total=len(todo), unit="response", **quiet) as bar:
+        for group in groups:
+            batch = torch.tensor([ids[i] for i in group], device=device)
+            texts = continuations(model, tokenizer, batch, max_new_tokens, eos_id)
+            for i, text in zip(group, texts, strict=True):
+                out[i][key] = text.strip()
+            if path is not None:
+                write_json(path, out)
+            bar.update(len(group))
     if path is not None and not path.is_file():
         write_json(path, out)  # nothing was left to generate
     return out

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +77,19 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 def device_of(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (where its inputs must go)."""
     return next(model.parameters()).device
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode (no dropout) inside a `with`; afterwards every submodule has its own mode
+    back, so a part the caller had put in eval mode (a frozen block) stays there."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 IGNORE = -100  # F.cross_entropy's ignore_index: padding positions that the loss skips
@@ -206,12 +219,8 @@ def evaluate(
     amp: AmpArg = None,
 ) -> tuple[float, float]:
     """(train loss, val loss) in eval mode (no dropout); restores the previous mode."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return (
             loader_loss(model, train_loader, num_batches, amp),
             loader_loss(model, val_loader, num_batches, amp),
         )
-    finally:
-        model.train(was_training)

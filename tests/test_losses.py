@@ -62,6 +62,12 @@ def test_evaluate_uses_eval_mode_and_restores_training_mode():
     model.eval()
     evaluate(model, loader, loader)
     assert not model.training
+    # a part the caller froze in eval mode stays so (model.train(True) would undo it)
+    model.train()
+    model.h[0].eval()
+    evaluate(model, loader, loader, 1)
+    modes = {name: m.training for name, m in model.named_modules()}
+    assert modes[""] and not modes["h.0"] and not modes["h.0.attn"]
 
 
 def test_empty_loader_is_a_clear_error():
