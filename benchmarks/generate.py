@@ -7,7 +7,8 @@ float32 and bfloat16 each two ways: the plain model (``model.to(torch.bfloat16)`
 `dlnotes.cpu_inference.inference_copy` (weights prepacked for oneDNN where the CPU runs
 it in that dtype, else the plain model). Random weights are not a language model, so
 bfloat16 ids may part from float32 ones after a near tie; the float32 ones must equal
-HF's.
+HF's. Where `torch.compile` works, the plain float32 and bfloat16 models also run with
+``generate(..., compile=True)`` (the compile time is printed apart, not timed).
 
     python benchmarks/generate.py            # 200 new tokens
     python benchmarks/generate.py --quick    # 30 new tokens (also with DLNOTES_SMOKE=1)
@@ -24,12 +25,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import time
 
 import torch
 import transformers
 
 from dlnotes import env, roofline
 from dlnotes.cpu_inference import inference_copy
+from dlnotes.fastpath import compile_works
 from dlnotes.generate import generate
 from dlnotes.gpt2_weights import config_from_hf, convert_hf_state_dict, model_from_state_dict
 
@@ -74,6 +77,16 @@ def main() -> None:
         "ours cached, bf16 .to()": lambda: generate(ours_bf16, prompt, n),
         "ours cached, bf16 inference_copy": lambda: generate(ours_packed, prompt, n),
     }
+    if compile_works(torch.device("cpu")):
+        # A prepacked copy runs private oneDNN ops the compiler cannot lower: not compiled.
+        for name, model in (("ours cached", ours), ("ours cached, bf16 .to()", ours_bf16)):
+            start = time.perf_counter()
+            generate(model, prompt, 2, compile=True)
+            took = time.perf_counter() - start
+            print(f"compile: {name}'s one-token step built in {took:.1f} s (once per process)")
+            runs[f"{name}, compiled"] = lambda m=model: generate(m, prompt, n, compile=True)
+    else:
+        print("compile: torch.compile does not build here; the compiled variants are left out")
     seconds = roofline.best_seconds(runs, args.repeats)
     # Each uncached step re-encodes the whole sequence: the slow one, so no warm-up run
     # (the cached runs have warmed up the same kernels) and two tries.
@@ -82,9 +95,9 @@ def main() -> None:
 
     rates = {name: n / s for name, s in seconds.items()}
     hf_rate, uncached = rates["HF generate, cached"], rates["ours uncached"]
-    print(f"{'variant':<34}{'tokens/s':>9}{'vs HF':>8}{'vs uncached':>13}")
+    print(f"{'variant':<44}{'tokens/s':>9}{'vs HF':>8}{'vs uncached':>13}")
     for name, rate in rates.items():
-        print(f"{name:<34}{rate:>9.1f}{rate / hf_rate:>7.2f}x{rate / uncached:>12.2f}x")
+        print(f"{name:<44}{rate:>9.1f}{rate / hf_rate:>7.2f}x{rate / uncached:>12.2f}x")
     bandwidth = roofline.read_bandwidth()
     twins = {  # the plain model of the same weight bytes per token
         "ours cached": (ours, ours),
@@ -92,6 +105,8 @@ def main() -> None:
         "ours cached, bf16 .to()": (ours_bf16, ours_bf16),
         "ours cached, bf16 inference_copy": (ours_packed, ours_bf16),
     }
+    for name in [name for name in rates if name.endswith(", compiled")]:
+        twins[name] = twins[name.removesuffix(", compiled")]
     for name, (model, like) in twins.items():
         bound = roofline.decode_bound(like, bandwidth)
         products = 1 / roofline.linear_seconds(model)

@@ -294,9 +294,11 @@ class DecoderLM(nn.Module):
 
     def _check(self, idx: Tensor, start: int) -> None:
         # Ids are range-checked where they enter (prompt, loader, tokenizer); here only on
-        # the CPU, where it costs no wait for an accelerator.
+        # the CPU, where it costs no wait for an accelerator, and not in compiled code,
+        # where a check that reads the ids would split the graph.
         on_cpu = not isinstance(idx, Tensor) or idx.device.type == "cpu"
-        check_token_ids(idx, self.cfg.vocab_size, what="input", check_range=on_cpu)
+        range_check = on_cpu and not torch.compiler.is_compiling()
+        check_token_ids(idx, self.cfg.vocab_size, what="input", check_range=range_check)
         if start + idx.shape[1] > self.cfg.context_length:
             raise InputError(
                 f"{start + idx.shape[1]} positions ({start} cached + {idx.shape[1]} new) exceed "

@@ -40,6 +40,7 @@ from dlnotes.checkpoint import (
     set_rng_state,
 )
 from dlnotes.errors import CheckpointError, InputError, require_bool, require_int, require_number
+from dlnotes.fastpath import compile_works, compiled
 from dlnotes.loader import ids_to_text, text_to_ids
 from dlnotes.losses import AmpArg, amp_dtype, autocast, batch_loss, evaluate, loader_loss
 
@@ -90,32 +91,6 @@ def fused_adamw_works(device: torch.device) -> bool:
         torch.optim.AdamW([param], lr=0.1, fused=True).step()
 
     return fastpath.available(f"fused_adamw_{device.type}", probe, cpu=device.type == "cpu")
-
-
-def compile_works(device: torch.device) -> bool:
-    """Whether `torch.compile` builds and runs code on `device` (probed once per process).
-
-    On the CPU the compiler needs a C++ toolchain, on a GPU Triton; where either is
-    missing the probe's tiny function fails to build and callers stay eager.
-    ``DLNOTES_GENERIC_CPU=1`` turns it off on the CPU.
-    """
-
-    def probe() -> None:
-        x = torch.linspace(-2.0, 2.0, 8, device=device)
-        got = torch.compile(lambda t: torch.tanh(t) * 2.0 + 1.0, dynamic=False)(x)
-        torch.testing.assert_close(got, torch.tanh(x) * 2.0 + 1.0)
-
-    return fastpath.available(f"torch_compile_{device.type}", probe, cpu=device.type == "cpu")
-
-
-def compiled(model: nn.Module) -> nn.Module:
-    """`torch.compile(model)` where `compile_works` on its device, else `model` itself.
-
-    The compiled module shares the model's parameters; save and load the model itself
-    (a compiled one prefixes its state's keys with ``_orig_mod.``).
-    """
-    device = next(model.parameters()).device
-    return torch.compile(model) if compile_works(device) else model
 
 
 def make_optimizer(

@@ -1,7 +1,8 @@
 """The speed paths compute what the plain ones do: same losses, gradients and logits.
 
 Row-block cross-entropy against `F.cross_entropy` with autograd, dropout skipped only
-where it is the identity, and `train(compile=...)` on either branch of its probe.
+where it is the identity, and `train(compile=...)` and `generate(compile=...)` on either
+branch of the compiler's probe, and on a compiled step that fails.
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from dlnotes import fastpath, losses, roofline
+from dlnotes import generate as gen_module
 from dlnotes.errors import InputError
+from dlnotes.fastpath import compile_works, compiled
+from dlnotes.generate import generate
 from dlnotes.gpt import GPT, GPTConfig, dropout
+from dlnotes.llama import Llama, LlamaConfig
 from dlnotes.losses import next_token_loss
-from dlnotes.train import compile_works, compiled, make_optimizer, train
+from dlnotes.train import make_optimizer, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -158,3 +163,70 @@ def test_linear_seconds_runs_every_linear_layer_on_one_row(monkeypatch):
     assert roofline.linear_seconds(model) == 0.5
     layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert seen == [(1, 1, m.in_features) for m in layers]
+
+
+def decoders() -> list[nn.Module]:
+    torch.manual_seed(5)
+    return [GPT(GPTConfig.tiny()).eval(), Llama(LlamaConfig.tiny()).eval()]
+
+
+PROMPT = torch.tensor([[11, 400, 7, 99], [3, 3, 980, 12]])
+
+
+def test_compiled_decoding_gives_the_eager_ids(monkeypatch):
+    if not compile_works(torch.device("cpu")):
+        pytest.skip("torch.compile does not build on this machine")
+    monkeypatch.setitem(fastpath.RESULTS, "torch_compile_cpu", True)
+    for model in decoders():
+        eager = generate(model, PROMPT, 12)
+        assert torch.equal(generate(model, PROMPT, 12, compile=True), eager)
+        # the end token and a context that fills up (re-encoded eagerly) on the same path
+        eos = int(eager[0, 6])
+        assert torch.equal(
+            generate(model, PROMPT, 12, eos_id=eos, compile=True),
+            generate(model, PROMPT, 12, eos_id=eos),
+        )
+        long = model.cfg.context_length + 3 - PROMPT.shape[1]
+        assert torch.equal(
+            generate(model, PROMPT, long, compile=True), generate(model, PROMPT, long)
+        )
+
+
+def test_compiled_decoding_falls_back_where_no_compiler_works(monkeypatch):
+    monkeypatch.setitem(fastpath.RESULTS, "torch_compile_cpu", False)
+
+    def no_compiler(*args, **kwargs):
+        raise AssertionError("torch.compile must not be called when the probe failed")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    for model in decoders():
+        assert compiled(model, dynamic=True) is model
+        assert torch.equal(generate(model, PROMPT, 8, compile=True), generate(model, PROMPT, 8))
+
+
+def test_a_failing_compiled_step_decodes_eagerly_with_one_warning(monkeypatch):
+    calls = []
+
+    def broken_compiler(model, dynamic=None):
+        def step(idx, cache, last_only=False):
+            calls.append(idx.shape)
+            cache[0].pos += 1  # fails half-way: the fallback must rewind the cache
+            raise RuntimeError("no C++ compiler for this graph\nmore lines")
+
+        return step
+
+    monkeypatch.setattr(gen_module, "compiled", broken_compiler)
+    for model in decoders():
+        calls.clear()
+        with pytest.warns(UserWarning, match=r"compiled decoding failed \(RuntimeError: no C\+\+ "
+                          r"compiler for this graph\); decoding without compiling"):  # fmt: skip
+            got = generate(model, PROMPT, 8, compile=True)
+        assert torch.equal(got, generate(model, PROMPT, 8))
+        assert len(calls) == 1  # tried once, then eager for the rest of the run
+        assert torch.equal(generate(model, PROMPT, 8, compile=True), got)
+        assert len(calls) == 1  # and not tried again for this model
+
+
+def test_generate_compile_must_be_a_flag():
+    with pytest.raises(InputError, match="compile must be True or False, got 'yes'"):
+        generate(decoders()[0], PROMPT, 2, compile="yes")  # type: ignore[arg-type]
