@@ -190,6 +190,7 @@ def test_compiled_decoding_gives_the_eager_ids(monkeypatch):
         assert torch.equal(
             generate(model, PROMPT, long, compile=True), generate(model, PROMPT, long)
         )
+        assert model not in gen_module._NOT_COMPILING  # the compiled steps ran, no fallback
 
 
 def test_compiled_decoding_falls_back_where_no_compiler_works(monkeypatch):
