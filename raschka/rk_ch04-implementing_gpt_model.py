@@ -16,7 +16,7 @@
 # `FeedForward`, `TransformerBlock`, `GPT`), `dlnotes.generate` (`generate`,
 # `stream`) and `dlnotes.cpu_inference` (`inference_copy`, `is_prepacked`). Used:
 # `dlnotes.attention.MultiHeadAttention`, `dlnotes.gpt2_tokenizer.tiktoken_gpt2`,
-# `dlnotes.env`.
+# `dlnotes.fastpath.compile_works`, `dlnotes.env`.
 #
 # Runtime: about a minute in full mode on an idle laptop CPU (the 124M model, timed
 # generation with and without the cache); a few seconds in smoke mode, which swaps in
@@ -35,6 +35,7 @@ from torch import nn
 from dlnotes import env
 from dlnotes.attention import MultiHeadAttention
 from dlnotes.cpu_inference import inference_copy, is_prepacked
+from dlnotes.fastpath import compile_works
 from dlnotes.generate import generate, stream
 from dlnotes.gpt import GELU, GPT, FeedForward, GPTConfig, LayerNorm, TransformerBlock
 from dlnotes.gpt2_tokenizer import tiktoken_gpt2
@@ -459,6 +460,37 @@ print(
 if fast_time > timings[True]:
     print("(a model this small is bound by per-step overhead, not by reading its weights)")
 assert fast_out.shape == outputs[True].shape and gap < 0.1
+
+# %% [markdown]
+# ### Aside: a compiled decoding step
+#
+# What a step spends beyond reading the weights is mostly Python and PyTorch's per-op
+# dispatch: some 80 small operations per block (layer norms, reshapes, the cache write,
+# GELU, residual adds), each a few microseconds. `generate(..., compile=True)` hands the
+# one-token step to `torch.compile`, which traces it once into a graph and fuses the
+# elementwise work; the prompt and any re-encoding stay eager. The first call pays
+# seconds of compiling (once per process and model structure), so it is for long
+# outputs. Where no compiler works (`dlnotes.fastpath.compile_works` tries a tiny
+# function first) or `DLNOTES_GENERIC_CPU=1` is set, the same call decodes eagerly. The
+# arithmetic is the same up to rounding, so the ids are too.
+
+# %%
+start_time = time.perf_counter()
+compiled_out = generate(model, batch.to(DEVICE), CACHE_DEMO_TOKENS, compile=True)
+build_time = time.perf_counter() - start_time
+start_time = time.perf_counter()
+generate(model, batch.to(DEVICE), CACHE_DEMO_TOKENS, compile=True)
+compiled_time = time.perf_counter() - start_time
+if compile_works(DEVICE):
+    print(
+        f"compiled: {build_time:.1f} s for the first call (building the step), then "
+        f"{compiled_time:.2f} s: {timings[True] / compiled_time:.2f}x the eager cache's speed"
+    )
+    if compiled_time > timings[True]:
+        print("(at this size and length the timings are mostly noise)")
+else:
+    print(f"no compiler works here: compile=True decoded eagerly ({compiled_time:.2f} s)")
+assert torch.equal(compiled_out, outputs[True])
 
 # %% [markdown]
 # The cache holds 2 (keys and values) × layers × context × D numbers per sequence:
