@@ -18,7 +18,7 @@
 # `dlnotes.attention.MultiHeadAttention`, `dlnotes.gpt2_tokenizer.tiktoken_gpt2`,
 # `dlnotes.fastpath.compile_works`, `dlnotes.env`.
 #
-# Runtime: about a minute in full mode on an idle laptop CPU (the 124M model, timed
+# Runtime: a minute or two in full mode on an idle laptop CPU (the 124M model, timed
 # generation with and without the cache); a few seconds in smoke mode, which swaps in
 # `GPTConfig.tiny()` and shorter generations. The parameter counts of all four GPT-2
 # sizes are computed in both modes (on the meta device they cost nothing).
