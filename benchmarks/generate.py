@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 
 import torch
 import transformers
 
 from dlnotes import env, roofline
 from dlnotes.cpu_inference import inference_copy
-from dlnotes.fastpath import compile_works
 from dlnotes.generate import generate
 from dlnotes.gpt2_weights import config_from_hf, convert_hf_state_dict, model_from_state_dict
 
@@ -77,16 +75,10 @@ def main() -> None:
         "ours cached, bf16 .to()": lambda: generate(ours_bf16, prompt, n),
         "ours cached, bf16 inference_copy": lambda: generate(ours_packed, prompt, n),
     }
-    if compile_works(torch.device("cpu")):
-        # A prepacked copy runs private oneDNN ops the compiler cannot lower: not compiled.
-        for name, model in (("ours cached", ours), ("ours cached, bf16 .to()", ours_bf16)):
-            start = time.perf_counter()
-            generate(model, prompt, 2, compile=True)
-            took = time.perf_counter() - start
-            print(f"compile: {name}'s one-token step built in {took:.1f} s (once per process)")
-            runs[f"{name}, compiled"] = lambda m=model: generate(m, prompt, n, compile=True)
-    else:
-        print("compile: torch.compile does not build here; the compiled variants are left out")
+    # A prepacked copy runs private oneDNN ops the compiler cannot lower: not compiled.
+    plain = {"ours cached": ours, "ours cached, bf16 .to()": ours_bf16}
+    for name, run in roofline.compiled_runs(plain, prompt, n).items():
+        runs[f"{name}, compiled"] = run
     seconds = roofline.best_seconds(runs, args.repeats)
     # Each uncached step re-encodes the whole sequence: the slow one, so no warm-up run
     # (the cached runs have warmed up the same kernels) and two tries.

@@ -39,7 +39,6 @@ import transformers
 
 from dlnotes import env, roofline
 from dlnotes.cpu_inference import inference_copy, is_prepacked
-from dlnotes.fastpath import compile_works
 from dlnotes.generate import generate
 from dlnotes.llama import load_smollm2, smollm2_gguf
 
@@ -126,18 +125,9 @@ def main() -> None:
             lambda: generate(copies[torch.bfloat16], prompt, n),
         ),
     }
-    if compile_works(torch.device("cpu")):
-        for name, model in (("ours float32", ours), ("ours bfloat16 .to()", half)):
-            start = time.perf_counter()
-            generate(model, prompt, 2, compile=True)
-            took = time.perf_counter() - start
-            print(f"compile: {name}'s one-token step built in {took:.1f} s (once per process)")
-            variants[f"{name} compiled"] = (
-                model,
-                lambda m=model: generate(m, prompt, n, compile=True),
-            )
-    else:
-        print("compile: torch.compile does not build here; the compiled variants are left out")
+    plain = {"ours float32": ours, "ours bfloat16 .to()": half}
+    for name, run in roofline.compiled_runs(plain, prompt, n).items():
+        variants[f"{name} compiled"] = (plain[name], run)
     twins = {"ours float32 inference_copy": ours, "ours bfloat16 inference_copy": half}
     # The bandwidth is timed in turn with the runs, so that both see the same machine.
     bandwidths: list[float] = []

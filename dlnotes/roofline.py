@@ -196,6 +196,28 @@ def matmul_seconds(
     return total
 
 
+def compiled_runs(
+    models: dict[str, nn.Module], prompt: torch.Tensor, n: int
+) -> dict[str, Callable[[], torch.Tensor]]:
+    """For each named model, a run of ``generate(model, prompt, n, compile=True)``, built
+    first (a two-token call whose compile time is printed, so no timed run pays it);
+    none, with a line saying so, where `torch.compile` does not work here."""
+    from dlnotes.fastpath import compile_works
+    from dlnotes.generate import generate
+
+    if not compile_works(torch.device("cpu")):
+        print("compile: torch.compile does not build here; the compiled variants are left out")
+        return {}
+    runs = {}
+    for name, model in models.items():
+        start = time.perf_counter()
+        generate(model, prompt, 2, compile=True)
+        took = time.perf_counter() - start
+        print(f"compile: {name}'s one-token step built in {took:.1f} s (once per process)")
+        runs[name] = lambda m=model: generate(m, prompt, n, compile=True)
+    return runs
+
+
 def fraction_line(achieved: float, bound: float) -> str:
     """The one line each benchmark prints: how close a measured rate is to its bound."""
     return f"roofline fraction: {achieved / bound:.2f}"
