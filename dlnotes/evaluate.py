@@ -46,7 +46,7 @@ from dlnotes.instruct import (
     read_json,
     validate_entries,
 )
-from dlnotes.losses import eval_mode
+from dlnotes.losses import device_of, eval_mode
 
 # --- ROUGE-L -----------------------------------------------------------------------------
 
@@ -364,7 +364,7 @@ class LocalJudge:
         import torch
 
         model, ids = self.base.model, self._checked_ids(prompt, 1)
-        idx = torch.tensor([ids], device=next(model.parameters()).device)
+        idx = torch.tensor([ids], device=device_of(model))
         (text,) = continuations(
             model, self.base.tokenizer, idx, self.max_new_tokens, self.base.eos_id
         )
@@ -377,7 +377,7 @@ class LocalJudge:
         model, eos = self.base.model, self.base.eos_id
         digits = self.digit_ids()
         ids = self._checked_ids(prompt, 3)
-        device = next(model.parameters()).device
+        device = device_of(model)
         with eval_mode(model), torch.inference_mode():
             cache = model.new_cache(1, len(ids) + 3)
             logits = model(torch.tensor([ids], device=device), cache, last_only=True)[0, -1]

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from dlnotes.atomic import write_json
 from dlnotes.errors import DataError, InputError, require_int
 from dlnotes.loader import make_loader
-from dlnotes.losses import eval_mode
+from dlnotes.losses import device_of, eval_mode
 
 IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index
 RESPONSE_KEY = "model_response"
@@ -407,7 +407,7 @@ def generate_responses(
         out = [dict(e) for e in entries]
     todo = [i for i, e in enumerate(out) if not isinstance(e.get(key), str)]
     groups = _length_groups([len(r) for r in ids], todo, batch_size)
-    device = next(model.parameters()).device
+    device = device_of(model)
     quiet = {} if progress else {"disable": True}
     with tqdm(total=len(todo), unit="response", **quiet) as bar:
         for group in groups:
